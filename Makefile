@@ -1,0 +1,27 @@
+# Two commands do everything (see README): `make demo` trains, `make test` checks.
+# Both create the virtual environment first when it is missing or older than the dependency files.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo train test lint
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m src.train experiment=demo $(ARGS)
+
+train: $(STAMP)
+	$(PY) -m src.train $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest $(ARGS)
