@@ -1,0 +1,28 @@
+"""Errors that describe a problem with the user's input and say what was expected.
+
+Entry points print these as one clear message instead of a stack trace; anything else is a bug.
+"""
+
+
+class SamtuneError(Exception):
+    """Base class: a problem the user can fix (a config key, a file, a checkpoint)."""
+
+
+class ConfigError(SamtuneError):
+    """A config value or combination that cannot work."""
+
+
+class DataError(SamtuneError):
+    """A dataset folder, image or mask that does not match the expected layout."""
+
+
+class CheckpointError(SamtuneError):
+    """A checkpoint that is missing, corrupt, or made for another model."""
+
+
+class DownloadError(SamtuneError):
+    """A download that failed, was truncated, or does not match its checksum."""
+
+
+class TrainingDiverged(SamtuneError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

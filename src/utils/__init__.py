@@ -1,0 +1,1 @@
+"""Small helpers shared by the rest of the package."""

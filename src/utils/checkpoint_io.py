@@ -1,0 +1,35 @@
+"""Saving and loading checkpoints: atomically, and without unpickling code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from src.errors import CheckpointError
+from src.utils.atomic import atomic_path
+
+
+def torch_save_atomic(obj: Any, dest: str | os.PathLike) -> Path:
+    """`torch.save` through a temporary file, so an interrupted save never corrupts `dest`."""
+    with atomic_path(dest) as tmp:
+        torch.save(obj, tmp)
+    return Path(dest)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely (`weights_only=True`: a file from the internet cannot run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read as plain tensors ({str(err).splitlines()[0]}); expected a "
+            "PyTorch file saved with torch.save, holding no code objects (it is loaded with weights_only=True)"
+        ) from err
