@@ -1,0 +1,1 @@
+"""Model construction: SAM2 built from its packaged configs, its weights, and a trainable wrapper."""
