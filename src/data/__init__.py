@@ -1,0 +1,1 @@
+"""Datasets: the on-disk mask layout, the embedded synthetic set, augmentation and batching."""

@@ -1,0 +1,117 @@
+"""Images with instance masks at model resolution, for training and validation.
+
+Each item holds the image (uint8, normalised later on the device), one boolean mask per object and,
+for validation, fixed prompts and the masks at the original resolution, where metrics are computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from src.data.augment import JointAugment
+from src.data.layout import find_pairs
+from src.data.mask_io import read_image, read_instance_mask
+from src.errors import DataError
+from src.prompts import fixed_prompts
+from src.utils.seeding import derive_seed, torch_generator
+
+
+def resize_pair(image: np.ndarray, ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square model input, as SAM2's predictor does (area filter for images, nearest for ids)."""
+    h, w = ids.shape
+    interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
+    image = cv2.resize(image, (size, size), interpolation=interp)
+    ids = cv2.resize(ids.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    return image, ids
+
+
+class SegmentationDataset(Dataset):
+    """One split of a dataset in the shared on-disk layout (see `src.data.layout`).
+
+    Keys are an index, or `(index, seed)` pairs from `EpochSampler`, so augmentation draws depend
+    on the sample and epoch only, not on which worker loads it.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        image_size: int,
+        mask_type: str = "auto",
+        max_objects: int = 8,
+        min_object_area: int = 16,
+        augment: JointAugment | None = None,
+        prompt_mode: str | None = None,
+        keep_original: bool = False,
+        seed: int = 0,
+    ):
+        self.root, self.split = Path(root), split
+        self.pairs = find_pairs(self.root, split)
+        self.image_size, self.mask_type = image_size, mask_type
+        self.max_objects, self.min_object_area = max_objects, min_object_area
+        self.augment, self.prompt_mode, self.keep_original = augment, prompt_mode, keep_original
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image (H, W, 3) and instance ids (H, W) at original resolution."""
+        pair = self.pairs[index]
+        image, ids = read_image(pair.image), read_instance_mask(pair.mask, self.mask_type)
+        if image.shape[:2] != ids.shape:
+            raise DataError(f"mask {pair.mask} is {ids.shape[::-1]} but {pair.image} is {image.shape[1::-1]} (w, h)")
+        return image, ids
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, derive_seed(self.seed, key))
+        rng = np.random.default_rng(seed)
+        image, ids = self.load(index)
+        small_image, small_ids = resize_pair(image, ids, self.image_size)
+        if self.augment is not None:
+            small_image, small_ids = self.augment(small_image, small_ids, rng)
+        objects = self._select_objects(small_ids, rng)
+        masks = torch.from_numpy(small_ids[None] == objects[:, None, None])
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(np.ascontiguousarray(small_image)).permute(2, 0, 1),
+            "masks": masks,
+            "index": index,
+        }
+        if self.prompt_mode is not None:
+            prompts = fixed_prompts(masks, self.prompt_mode, torch_generator(seed))
+            item["points"], item["labels"] = prompts.points, prompts.labels
+        if self.keep_original:
+            item["original_masks"] = [torch.from_numpy(ids == obj) for obj in objects]
+        return item
+
+    def _select_objects(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Object ids visible at model resolution, at most `max_objects` of them (drawn at random)."""
+        values, counts = np.unique(ids[ids > 0], return_counts=True)
+        objects = values[counts >= self.min_object_area]
+        if len(objects) > self.max_objects:
+            objects = np.sort(rng.choice(objects, self.max_objects, replace=False))
+        return objects.astype(np.int32)
+
+
+def collate_segmentation(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images; concatenate objects across images, each remembering its image's row."""
+    batch: dict[str, Any] = {
+        "images": torch.stack([item["image"] for item in items]),
+        "masks": torch.cat([item["masks"] for item in items]),
+        "image_index": torch.cat(
+            [torch.full((len(item["masks"]),), row, dtype=torch.long) for row, item in enumerate(items)]
+        ),
+        "index": torch.tensor([item["index"] for item in items]),
+    }
+    if "points" in items[0]:
+        batch["points"] = torch.cat([item["points"] for item in items])
+        batch["labels"] = torch.cat([item["labels"] for item in items])
+    if "original_masks" in items[0]:
+        batch["original_masks"] = [mask for item in items for mask in item["original_masks"]]
+    return batch

@@ -1,0 +1,112 @@
+"""Pictures of masks and predictions: overlays with outlines, prompt markers, captioned grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from src.prompts import LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_NEGATIVE, LABEL_POSITIVE
+from src.utils.atomic import atomic_path
+
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [170, 110, 40],
+    ],
+    dtype=np.uint8,
+)
+
+
+def overlay_masks(image: np.ndarray, masks: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB image with each (K, H, W) boolean mask tinted in its own colour and outlined."""
+    out = image.astype(np.float32).copy()
+    for k, mask in enumerate(masks):
+        colour = PALETTE[k % len(PALETTE)].astype(np.float32)
+        out[mask] = (1 - alpha) * out[mask] + alpha * colour
+    out = out.astype(np.uint8)
+    for k, mask in enumerate(masks):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, PALETTE[k % len(PALETTE)].tolist(), thickness=max(1, image.shape[0] // 256))
+    return out
+
+
+def draw_prompts(image: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Clicks as filled circles (green foreground, red background) and boxes as rectangles."""
+    out = image.copy()
+    radius = max(3, image.shape[0] // 80)
+    for obj_points, obj_labels in zip(points, labels, strict=True):
+        corners = {int(lab): tuple(int(v) for v in pt) for pt, lab in zip(obj_points, obj_labels, strict=True)}
+        if LABEL_BOX_TOP_LEFT in corners and LABEL_BOX_BOTTOM_RIGHT in corners:
+            cv2.rectangle(out, corners[LABEL_BOX_TOP_LEFT], corners[LABEL_BOX_BOTTOM_RIGHT], (255, 255, 0), 2)
+        for pt, lab in zip(obj_points, obj_labels, strict=True):
+            if lab in (LABEL_POSITIVE, LABEL_NEGATIVE):
+                colour = (0, 255, 0) if lab == LABEL_POSITIVE else (255, 0, 0)
+                centre = (int(pt[0]), int(pt[1]))
+                cv2.circle(out, centre, radius, colour, thickness=-1)
+                cv2.circle(out, centre, radius, (255, 255, 255), thickness=1)
+    return out
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """The image with a text bar above it."""
+    scale = min(max(image.shape[1] / 560, 0.42), 1.2)
+    bar_height = int(30 * scale) + 8
+    bar = np.full((bar_height, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (4, bar_height - 9), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([bar, image])
+
+
+def grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray:
+    """Tiles of equal height side by side, rows stacked, separated by white gaps."""
+    lines = []
+    for row in rows:
+        height = max(tile.shape[0] for tile in row)
+        padded = [np.pad(t, ((0, height - t.shape[0]), (0, gap), (0, 0)), constant_values=255) for t in row]
+        lines.append(np.hstack(padded))
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, gap), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    return np.vstack(lines)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write an RGB image as PNG, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        ok, encoded = cv2.imencode(".png", image[..., ::-1])
+        if not ok:
+            raise OSError(f"could not encode {path}")
+        tmp.write_bytes(encoded.tobytes())
+    return path
+
+
+def plot_curves(series: dict[str, list[tuple[int, float]]]) -> np.ndarray | None:
+    """One panel per metric history [(step, value), ...]; None when there is nothing to draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = {name: points for name, points in series.items() if points}
+    if not series:
+        return None
+    figure = Figure(figsize=(4.5 * len(series), 3.2), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    for axis, (name, points) in zip(figure.subplots(1, len(series), squeeze=False)[0], series.items(), strict=True):
+        steps, values = zip(*sorted(points), strict=True)
+        axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3)
+        axis.set_title(name)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
