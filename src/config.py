@@ -1,0 +1,32 @@
+"""Config helpers: resolvers used in `conf/`, and checks on combinations Hydra cannot express."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def register_resolvers() -> None:
+    """`${project_root:}` is the repository folder, whatever the working directory."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+
+def check_combination(cfg: DictConfig) -> None:
+    """Refuse combinations that would silently do something other than what was asked."""
+    schedule_free = "ScheduleFree" in str(cfg.optimizer.get("_target_", ""))
+    if schedule_free and cfg.trainer.get("name") == "cyclic":
+        raise ConfigError(
+            "optimizer=schedulefree with trainer=cyclic: Schedule-Free AdamW runs at a fixed learning rate after "
+            "its own warmup (optimizer.warmup_steps), so the cyclic trainer's cosine restarts would not happen. "
+            "Use optimizer=adamw trainer=cyclic for cyclic rounds, then optimizer=schedulefree trainer=default "
+            "trainer.init_from=<previous run> for the Schedule-Free rounds (seed 003's recipe)"
+        )
+
+
+register_resolvers()

@@ -1,0 +1,67 @@
+"""The contract between a task and the task-agnostic trainer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class StepOutput:
+    losses: dict[str, torch.Tensor]  # "loss" is minimised; the other terms are logged
+    counts: dict[str, int] = field(default_factory=dict)  # e.g. images, prompts: logged as throughput
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # logged as val/<name>
+    image: np.ndarray | None = None  # a picture of predictions, logged as an artifact
+
+
+class Task(Protocol):
+    module: nn.Module  # what the trainer optimizes (and, for multi-GPU runs, wraps)
+
+    def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def load_initial_weights(self) -> None:
+        """Weights a fresh run starts from (the configured pretrained checkpoint)."""
+
+    def load_weights(self, checkpoint: dict[str, Any], source: str) -> None:
+        """Weights from one of our own checkpoints (resume or `trainer.init_from`)."""
+
+    def export_weights(self) -> dict[str, Any]:
+        """`{"model": state_dict, "meta": {...}}` in the format stock loaders read."""
+
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        """(train, val)."""
+
+    def collate(self, items: list[Any]) -> Any: ...
+
+    def training_step(self, module: nn.Module, batch: Any, generator: torch.Generator) -> StepOutput | None:
+        """Losses for one micro-batch, or None when the batch holds nothing to learn from."""
+
+    def evaluate(
+        self,
+        module: nn.Module,
+        loader: Any,
+        device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ) -> Evaluation: ...
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

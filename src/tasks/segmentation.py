@@ -1,0 +1,193 @@
+"""Promptable segmentation: fine-tune SAM2 on masks with point, box and correction-click prompts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import Dataset
+
+from src.data.segmentation_dataset import SegmentationDataset, collate_segmentation
+from src.losses import MaskLoss
+from src.metrics import MeanMetrics
+from src.models.checkpoint_source import resolve_checkpoint
+from src.models.sam2_build import apply_sam2_weights, build_sam2_model, load_sam2_weights
+from src.models.sam2_model import Sam2Model
+from src.prompts import Prompts, PromptSampler
+from src.tasks.base import Evaluation, StepOutput, to_device
+from src.visualize import caption, draw_prompts, grid, overlay_masks
+
+
+class PromptableSegmenter(nn.Module):
+    """One training forward pass: an initial prompt, then correction clicks, a loss at every round.
+
+    As in SAM2's trainer, each correction click is drawn from the error of the previous round's
+    best mask, whose logits are also fed back as the mask prompt. The loss is averaged over
+    rounds, so its scale does not change when `prompts.correction_clicks` is swept.
+    """
+
+    def __init__(self, model: Sam2Model, loss: MaskLoss, sampler: PromptSampler):
+        super().__init__()
+        self.model, self.loss, self.sampler = model, loss, sampler
+
+    def forward(
+        self, images: torch.Tensor, masks: torch.Tensor, image_index: torch.Tensor, generator: torch.Generator
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        features = self.model.encode(images)
+        size = (self.model.image_size, self.model.image_size)
+        prompts = self.sampler.initial(masks, self.sampler.choose_mode(generator), generator)
+        rounds = 1 + self.sampler.correction_clicks
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        totals: dict[str, torch.Tensor] = {}
+        mask_input = None
+        for round_index in range(rounds):
+            out = self.model.decode(
+                features, image_index, prompts.points, prompts.labels, mask_input, self.sampler.multimask(prompts)
+            )
+            logits = self.model.upscale(out.low_res_logits, size)
+            for name, value in self.loss(logits, out.iou_pred, masks).items():
+                totals[name] = totals.get(name, 0) + value / rounds
+            if round_index + 1 < rounds:
+                best = out.iou_pred.argmax(dim=1)
+                prompts = self.sampler.correct(masks, logits[rows, best].detach() > 0, prompts, generator)
+                mask_input = out.low_res_logits[rows, best].unsqueeze(1).detach()
+        return totals, masks.shape[0] * rounds
+
+
+class SegmentationTask:
+    """SAM2 fine-tuning on a dataset in the shared mask layout; validated by mIoU and Dice."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        self.cfg = cfg
+        self.tcfg = cfg.task
+        sam = build_sam2_model(cfg.model.sam2_config, int(cfg.model.image_size))
+        self.model = Sam2Model(sam, list(cfg.model.trainable))
+        self.loss = instantiate(cfg.loss)
+        self.sampler = PromptSampler(**cfg.prompts)
+        self.module = PromptableSegmenter(self.model, self.loss, self.sampler)
+        self.collate = collate_segmentation
+
+    # weights ---------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return self.model.trainable_parameters()
+
+    def load_initial_weights(self) -> None:
+        path = resolve_checkpoint(self.cfg.model, self.cfg.paths.cache_dir)
+        if path is not None:
+            load_sam2_weights(self.model.sam, path, self.cfg.model.name)
+
+    def load_weights(self, checkpoint: dict[str, Any], source: str) -> None:
+        apply_sam2_weights(self.model.sam, checkpoint, source, self.cfg.model.name)
+
+    def export_weights(self) -> dict[str, Any]:
+        meta = {
+            "model": self.cfg.model.name,
+            "sam2_config": self.cfg.model.sam2_config,
+            "image_size": self.model.image_size,
+        }
+        return {"model": self.model.sam.state_dict(), "meta": meta}
+
+    # data ------------------------------------------------------------------
+    def datasets(self) -> tuple[Dataset, Dataset]:
+        dataset = self.cfg.dataset
+        if dataset.get("generate"):
+            instantiate(dataset.generate, root=dataset.root)
+        common = {
+            "root": dataset.root,
+            "image_size": self.model.image_size,
+            "mask_type": dataset.mask_type,
+            "max_objects": int(self.tcfg.max_objects_per_image),
+            "min_object_area": int(self.tcfg.min_object_area),
+            "seed": int(self.cfg.trainer.seed),
+        }
+        train = SegmentationDataset(split=dataset.train_split, augment=instantiate(self.cfg.augmentation), **common)
+        val = SegmentationDataset(
+            split=dataset.val_split, prompt_mode=self.tcfg.validation.prompt, keep_original=True, **common
+        )
+        return train, val
+
+    # steps -----------------------------------------------------------------
+    def training_step(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput | None:
+        if batch["masks"].shape[0] == 0:
+            return None
+        losses, prompts = module(batch["images"], batch["masks"], batch["image_index"], generator)
+        return StepOutput(losses, {"images": int(batch["images"].shape[0]), "prompts": prompts})
+
+    def evaluate(
+        self,
+        module: nn.Module,
+        loader: Any,
+        device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ) -> Evaluation:
+        """mIoU and Dice at each image's original resolution, on fixed seeded prompts."""
+        metrics, loss_sum, objects = MeanMetrics(), 0.0, 0
+        tiles: list[list[np.ndarray]] = []
+        size = (self.model.image_size, self.model.image_size)
+        for batch in loader:
+            batch = to_device(batch, device)
+            count = batch["masks"].shape[0]
+            if count == 0:
+                continue
+            prompts = Prompts(batch["points"], batch["labels"])
+            with autocast():
+                features = self.model.encode(batch["images"])
+                out = self.model.decode(
+                    features,
+                    batch["image_index"],
+                    prompts.points,
+                    prompts.labels,
+                    multimask=self.sampler.multimask(prompts),
+                )
+            logits = self.model.upscale(out.low_res_logits, size)
+            loss_sum += float(self.loss(logits, out.iou_pred, batch["masks"])["loss"]) * count
+            objects += count
+            best = out.iou_pred.argmax(dim=1)
+            chosen = out.low_res_logits[torch.arange(count, device=device), best]
+            ious = []
+            for j, original in enumerate(batch["original_masks"]):
+                pred = self.model.upscale(chosen[j][None, None], tuple(original.shape))[0, 0] > 0
+                metrics.update(pred, original)
+                ious.append(metrics.ious[-1])
+            tiles.extend(
+                self._sample_rows(
+                    batch,
+                    prompts,
+                    logits[torch.arange(count, device=device), best] > 0,
+                    ious,
+                    int(self.tcfg.validation.num_sample_images) - len(tiles),
+                )
+            )
+        summary = metrics.compute()
+        summary["loss"] = loss_sum / max(objects, 1)
+        return Evaluation(metrics=summary, image=grid(tiles) if tiles else None)
+
+    @staticmethod
+    def _sample_rows(
+        batch, prompts: Prompts, preds: torch.Tensor, ious: list[float], limit: int
+    ) -> list[list[np.ndarray]]:
+        """Image with prompts | ground truth | prediction, one row per image, for at most `limit` images."""
+        rows = []
+        for row in range(min(limit, batch["images"].shape[0])):
+            objects = (batch["image_index"] == row).nonzero().flatten()
+            if len(objects) == 0:
+                continue
+            image = batch["images"][row].permute(1, 2, 0).cpu().numpy()
+            sel = objects.cpu().numpy()
+            gt = batch["masks"][objects].cpu().numpy()
+            pred = preds[objects].cpu().numpy()
+            points, labels = prompts.points[objects].cpu().numpy(), prompts.labels[objects].cpu().numpy()
+            rows.append(
+                [
+                    caption(draw_prompts(image, points, labels), "prompts"),
+                    caption(overlay_masks(image, gt), "ground truth"),
+                    caption(overlay_masks(image, pred), f"prediction, IoU {np.mean([ious[i] for i in sel]):.3f}"),
+                ]
+            )
+        return rows

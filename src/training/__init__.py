@@ -1,0 +1,1 @@
+"""The task-agnostic training loop and its parts: schedules, optimizers, checkpoints."""
