@@ -1,0 +1,116 @@
+"""Helpers for tests: isolated paths, running entry points as a user does, writing datasets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from src.config import PROJECT_ROOT
+
+# A small, fast and deterministic training run: the settings every subprocess test starts from.
+FAST_RUN = [
+    "model.checkpoint=null",
+    "model.image_size=128",
+    "data.num_workers=0",
+    "dataset.generate.num_train=8",
+    "dataset.generate.num_val=4",
+    "dataset.generate.image_size=128",
+    "prompts.correction_clicks=1",
+    "trainer.batch_size=2",
+    "trainer.log_every_steps=1",
+    "trainer.eval_every_steps=2",
+    "task.validation.num_sample_images=2",
+]
+
+
+def isolated_paths(tmp: Path) -> list[str]:
+    """Overrides that keep a run's outputs, data and caches inside `tmp`."""
+    return [
+        f"paths.output_dir={tmp / 'outputs'}",
+        f"paths.data_dir={tmp / 'data'}",
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"hydra.run.dir={tmp / 'run'}",
+    ]
+
+
+def run_module(module: str, args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` from the repository root, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def write_pair(root: Path, split: str, name: str, image: np.ndarray, mask: np.ndarray, mask_ext: str = ".png") -> None:
+    """Write an image/mask pair in the shared on-disk layout."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "images" / split / f"{name}.png")
+    Image.fromarray(mask).save(root / "masks" / split / f"{name}{mask_ext}", quality=75)
+
+
+class LocalFileServer:
+    """An HTTP server on 127.0.0.1 serving in-memory files, with Range support and fault injection.
+
+    `truncate[path] = n` makes the next n requests for `path` stop halfway through the body while
+    still announcing the full Content-Length, as a dropped connection does.
+    """
+
+    def __init__(self, files: dict[str, bytes]):
+        import http.server
+        import threading
+
+        self.files = dict(files)
+        self.truncate: dict[str, int] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                range_header = self.headers.get("Range")
+                server.requests.append((self.path, range_header))
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = int(range_header.split("=")[1].split("-")[0]) if range_header else 0
+                self.send_response(206 if range_header else 200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                payload = body[start:]
+                if server.truncate.get(self.path, 0) > 0:
+                    server.truncate[self.path] -= 1
+                    payload = payload[: len(payload) // 2]
+                    self.wfile.write(payload)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def __enter__(self) -> LocalFileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,209 @@
+"""The on-disk layout, mask reading, augmentation, sampling and batching."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from src.data.augment import JointAugment
+from src.data.layout import find_pairs
+from src.data.mask_io import read_instance_mask
+from src.data.sampling import EpochSampler
+from src.data.segmentation_dataset import SegmentationDataset, collate_segmentation
+from src.data.synthetic import ensure_synthetic_dataset
+from src.errors import DataError
+from src.prompts import LABEL_POSITIVE
+from tests.helpers import write_pair
+
+
+def test_pairs_are_matched_by_name(tmp_path, shapes_image):
+    image, ids = shapes_image
+    for name in ("b", "a"):
+        write_pair(tmp_path, "train", name, image, ids)
+    pairs = find_pairs(tmp_path, "train")
+    assert [p.name for p in pairs] == ["a", "b"]
+    assert pairs[0].mask == tmp_path / "masks" / "train" / "a.png"
+
+
+def test_missing_and_orphan_files_are_all_named(tmp_path, shapes_image):
+    image, ids = shapes_image
+    write_pair(tmp_path, "train", "ok", image, ids)
+    write_pair(tmp_path, "train", "no_mask", image, ids)
+    write_pair(tmp_path, "train", "no_image", image, ids)
+    (tmp_path / "masks" / "train" / "no_mask.png").unlink()
+    (tmp_path / "images" / "train" / "no_image.png").unlink()
+    with pytest.raises(DataError) as err:
+        find_pairs(tmp_path, "train")
+    message = str(err.value)
+    assert "no_mask" in message and "have no mask" in message
+    assert "no_image" in message and "have no image" in message
+
+
+def test_a_mask_of_another_size_is_named_with_both_sizes(tmp_path, shapes_image):
+    image, ids = shapes_image
+    write_pair(tmp_path, "val", "odd", image, ids[:, :100])
+    with pytest.raises(DataError, match=r"odd\.png is 100x96 but odd\.png is 128x96"):
+        find_pairs(tmp_path, "val")
+
+
+def test_empty_split_and_missing_folder_explain_the_layout(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "masks" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"split 'train' is empty.*images/SPLIT"):
+        find_pairs(tmp_path, "train")
+    with pytest.raises(DataError, match=r"images/val does not exist"):
+        find_pairs(tmp_path, "val")
+
+
+def test_an_unreadable_file_is_named(tmp_path, shapes_image):
+    image, ids = shapes_image
+    write_pair(tmp_path, "train", "broken", image, ids)
+    (tmp_path / "images" / "train" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"cannot read .*broken\.png"):
+        find_pairs(tmp_path, "train")
+
+
+def test_jpeg_masks_with_compression_noise_are_thresholded_at_127(tmp_path):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 20:40] = 255
+    path = tmp_path / "m.jpg"
+    cv2.imwrite(str(path), mask, [cv2.IMWRITE_JPEG_QUALITY, 40])
+    raw = np.asarray(Image.open(path))
+    assert len(np.unique(raw)) > 2  # the noise a raw read would keep
+    ids = read_instance_mask(path)
+    assert set(np.unique(ids)) == {0, 1}
+    assert (ids == (mask > 127)).mean() > 0.99
+
+
+def test_instance_ids_binary_masks_and_palette_pngs(tmp_path, shapes_image):
+    _, ids = shapes_image
+    Image.fromarray(ids).save(tmp_path / "ids.png")
+    assert np.array_equal(read_instance_mask(tmp_path / "ids.png"), ids)
+    Image.fromarray((ids > 0).astype(np.uint8) * 255).save(tmp_path / "binary.png")
+    assert set(np.unique(read_instance_mask(tmp_path / "binary.png"))) == {0, 1}
+    palette = Image.fromarray(ids, mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    palette.save(tmp_path / "palette.png")
+    assert np.array_equal(read_instance_mask(tmp_path / "palette.png"), ids)
+
+
+def test_masks_that_cannot_be_instance_ids_are_refused(tmp_path):
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (8, 1))
+    Image.fromarray(ramp).save(tmp_path / "soft.png")
+    with pytest.raises(DataError, match="mask_type=binary"):
+        read_instance_mask(tmp_path / "soft.png")
+    assert read_instance_mask(tmp_path / "soft.png", "binary").sum() == 8 * 128
+    colour = np.zeros((8, 8, 3), np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(DataError, match="colour image"):
+        read_instance_mask(tmp_path / "colour.png")
+    cv2.imwrite(str(tmp_path / "lossy.jpg"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="JPEG"):
+        read_instance_mask(tmp_path / "lossy.jpg", "instance")
+
+
+def test_augmentation_moves_image_and_mask_together(shapes_image):
+    image, ids = shapes_image
+    image = cv2.resize(image, (128, 128), interpolation=cv2.INTER_NEAREST)
+    ids = cv2.resize(ids, (128, 128), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    augment = JointAugment(
+        hflip=1.0, vflip=0.5, rotation=30, scale=(0.7, 1.3), brightness=0, contrast=0, saturation=0, hue=0
+    )
+    for seed in range(10):
+        out_image, out_ids = augment(image, ids, np.random.default_rng(seed))
+        assert out_ids.dtype == ids.dtype and set(np.unique(out_ids)) <= {0, 1, 2}
+        # away from the edges (where interpolation blends), object 1 is red and object 2 green
+        inner = cv2.erode((out_ids == 1).astype(np.uint8), np.ones((5, 5))).astype(bool)
+        assert inner.any() and (out_image[inner][:, 0] > 150).mean() > 0.95
+    assert not JointAugment(hflip=0, rotation=0, scale=(1, 1)).geometric
+
+
+def test_photometric_jitter_keeps_geometry(shapes_image):
+    image, ids = shapes_image
+    augment = JointAugment(hflip=0, rotation=0, scale=(1, 1), brightness=0.5, contrast=0.5, saturation=0.5, hue=0.1)
+    out_image, out_ids = augment(image, ids.astype(np.int32), np.random.default_rng(0))
+    assert np.array_equal(out_ids, ids) and not np.array_equal(out_image, image) and out_image.dtype == np.uint8
+
+
+def test_epoch_sampler_is_seeded_resumable_and_sharded():
+    sampler = EpochSampler(10, seed=3)
+    sampler.set_epoch(0)
+    full = list(sampler)
+    assert sorted(i for i, _ in full) == list(range(10))
+    sampler.set_epoch(0, start=4)
+    assert list(sampler) == full[4:] and len(sampler) == 6
+    sampler.set_epoch(1)
+    assert [i for i, _ in sampler] != [i for i, _ in full]
+    shards = [EpochSampler(10, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for shard in shards:
+        shard.set_epoch(0)
+    assert sorted(i for shard in shards for i, _ in shard) == list(range(10))
+
+
+def test_dataset_items_and_batches(tmp_path, shapes_image):
+    image, ids = shapes_image
+    write_pair(tmp_path, "val", "a", image, ids)
+    write_pair(tmp_path, "val", "b", image, (ids == 2).astype(np.uint8) * 255)
+    data = SegmentationDataset(tmp_path, "val", image_size=64, prompt_mode="point", keep_original=True)
+    first = data[0]
+    assert first["image"].shape == (3, 64, 64) and first["image"].dtype == torch.uint8
+    assert first["masks"].shape == (2, 64, 64) and first["masks"].dtype == torch.bool
+    assert [m.shape for m in first["original_masks"]] == [(96, 128), (96, 128)]
+    assert torch.equal(first["original_masks"][0], torch.from_numpy(ids == 1))
+    assert (first["labels"] == LABEL_POSITIVE).all()
+    assert torch.equal(data[0]["points"], first["points"])  # fixed prompts
+    batch = collate_segmentation([data[0], data[1]])
+    assert batch["images"].shape == (2, 3, 64, 64)
+    assert batch["image_index"].tolist() == [0, 0, 1]
+    assert batch["points"].shape == (3, 1, 2) and len(batch["original_masks"]) == 3
+
+
+def test_objects_are_capped_and_tiny_ones_dropped(tmp_path, shapes_image):
+    image, ids = shapes_image
+    ids = ids.copy()
+    ids[0, 0] = 3  # a one-pixel object
+    write_pair(tmp_path, "train", "a", image, ids)
+    assert len(SegmentationDataset(tmp_path, "train", image_size=64, min_object_area=4)[0]["masks"]) == 2
+    assert len(SegmentationDataset(tmp_path, "train", image_size=64, max_objects=1)[(0, 5)]["masks"]) == 1
+
+
+def test_synthetic_dataset_is_deterministic_and_refuses_foreign_folders(tmp_path):
+    first = ensure_synthetic_dataset(tmp_path / "a", num_train=3, num_val=2, image_size=64, seed=1)
+    second = ensure_synthetic_dataset(tmp_path / "b", num_train=3, num_val=2, image_size=64, seed=1)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.png"))
+    assert len(files) == 5
+    for rel in files:
+        assert np.array_equal(np.asarray(Image.open(first / rel)), np.asarray(Image.open(second / rel)))
+    assert len(find_pairs(first, "train")) == 3 and len(find_pairs(first, "val")) == 2
+    mtime = (first / "synthetic.json").stat().st_mtime_ns
+    ensure_synthetic_dataset(first, num_train=3, num_val=2, image_size=64, seed=1)
+    assert (first / "synthetic.json").stat().st_mtime_ns == mtime  # already there: not rewritten
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my data")
+    with pytest.raises(DataError, match="not a synthetic dataset"):
+        ensure_synthetic_dataset(foreign)
+    assert (foreign / "notes.txt").read_text() == "my data"
+
+
+def test_an_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
+    import src.data.synthetic as synthetic
+
+    calls = {"n": 0}
+    real = synthetic.make_sample
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "make_sample", failing)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic_dataset(tmp_path / "syn", num_train=4, num_val=1, image_size=32)
+    assert not (tmp_path / "syn").exists()
+    assert not list(Path(tmp_path).glob(".syn*"))
