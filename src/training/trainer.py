@@ -119,7 +119,8 @@ class Trainer:
         """Train; return the best monitored value and where training stopped."""
         self.module = self.task.module.to(self.device)
         self.params = self.task.trainable_parameters()
-        self.optimizer = build_optimizer(instantiate(self.cfg.optimizer), self.params)
+        # plain containers: optimizer hyper-parameters end up in checkpoints read with weights_only=True
+        self.optimizer = build_optimizer(instantiate(self.cfg.optimizer, _convert_="all"), self.params)
         self.train_loader, self.sampler, self.val_loader = self._loaders()
         batch_size, accumulate = int(self.tcfg.batch_size), int(self.tcfg.accumulate_grad_batches)
         self.batches_per_epoch = math.ceil(self.sampler.size / batch_size)
@@ -190,11 +191,11 @@ class Trainer:
                 state.batch_in_epoch += 1
                 if state.batch_in_epoch % accumulate and state.batch_in_epoch < self.batches_per_epoch:
                     continue
-                meter.add_grad_norm(self._optimizer_step())
+                meter.add_step(*self._optimizer_step())
                 state.step += 1
                 bar.update(1)
                 if state.step % log_every == 0:
-                    self.tracker.log_metrics(meter.summary(current_lr(self.optimizer), state.epoch), state.step)
+                    self.tracker.log_metrics(meter.summary(state.epoch), state.step)
                     bar.set_postfix(loss=f"{meter.last_loss:.4f}", best=state.best_metric)
                 if eval_every and state.step % int(eval_every) == 0:
                     stop_reason = self._evaluate(state)
@@ -220,7 +221,8 @@ class Trainer:
         self.scaler.scale(loss / accumulate).backward()
         return StepOutput({k: v.detach() for k, v in out.losses.items()}, out.counts)
 
-    def _optimizer_step(self) -> float | None:
+    def _optimizer_step(self) -> tuple[float, float | None]:
+        """One update; returns the lr it used and the gradient norm before clipping."""
         grad_norm = None
         if self.tcfg.gradient_clip_norm:
             self.scaler.unscale_(self.optimizer)
@@ -228,9 +230,10 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        lr = current_lr(self.optimizer)
         if self.scheduler is not None:
             self.scheduler.step()
-        return grad_norm
+        return lr, grad_norm
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def _evaluate(self, state: TrainState, save: bool = True) -> str | None:
@@ -346,6 +349,7 @@ class _Meter:
         self.counts: dict[str, int] = defaultdict(int)
         self.micro_batches = 0
         self.grad_norms: list[float] = []
+        self.lr = float("nan")
         self.started = time.perf_counter()
 
     def add(self, out: StepOutput | None) -> None:
@@ -357,17 +361,18 @@ class _Meter:
         for name, count in out.counts.items():
             self.counts[name] += count
 
-    def add_grad_norm(self, value: float | None) -> None:
-        if value is not None:
-            self.grad_norms.append(value)
+    def add_step(self, lr: float, grad_norm: float | None) -> None:
+        self.lr = lr
+        if grad_norm is not None:
+            self.grad_norms.append(grad_norm)
 
-    def summary(self, lr: float, epoch: int) -> dict[str, float]:
+    def summary(self, epoch: int) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         metrics = {f"train/{k}": v / max(self.micro_batches, 1) for k, v in self.sums.items()}
         metrics.update({f"train/{k}_per_s": v / elapsed for k, v in self.counts.items()})
         if self.grad_norms:
             metrics["train/grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
-        metrics.update({"train/lr": lr, "train/epoch": float(epoch)})
+        metrics.update({"train/lr": self.lr, "train/epoch": float(epoch)})
         self.last_loss = metrics.get("train/loss", float("nan"))
         self.reset()
         return metrics
