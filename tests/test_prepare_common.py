@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from src.errors import ConfigError, DataError
@@ -97,3 +98,10 @@ def test_an_empty_split_is_refused_and_nothing_is_written(tmp_path):
         builder.skip("b.png", "unreadable")
     assert not (tmp_path / "ds" / "images").exists()
 
+
+@pytest.mark.parametrize("dataset", ["kvasir", "manga", "animal"])
+def test_each_dataset_has_a_preparation_that_composes(compose_prepare, tmp_path, dataset):
+    cfg = compose_prepare(f"dataset={dataset}")
+    resolved = OmegaConf.to_container(cfg.prepare, resolve=True)
+    assert resolved["root"] == str(tmp_path / "data" / dataset)
+    assert resolved["_target_"].startswith(f"src.preparation.{dataset}.")
