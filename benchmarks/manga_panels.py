@@ -1,11 +1,12 @@
 """Panel extraction against ground-truth panel boxes: precision and recall at an IoU threshold.
 
-    python -m benchmarks.manga_panels FOLDER [--iou 0.5] [--out DIR] [prepare.panel.KEY=VALUE ...]
+    python -m benchmarks.manga_panels FOLDER [--iou 0.5] [--scale 1.0] [--out DIR] [prepare.panel.KEY=VALUE ...]
 
 FOLDER holds `annotation.json` in OpenMantra's format (a list of books, each with `pages`; a page
 has `image_paths` {lang: path relative to FOLDER} and `frame`: panel boxes {x, y, w, h}) and the
 images. The extractor is the one `python -m src.prepare dataset=manga prepare.mode=panel` uses,
-with conf/prepare/manga.yaml's settings plus any overrides given. Prints a table per page and the
+with conf/prepare/manga.yaml's settings plus any overrides given; `--scale` resizes every page (and
+its true boxes) first, as a scan at another resolution would be. Prints a table per page and the
 totals; writes each page with true (red) and found (green) boxes to --out.
 """
 
@@ -46,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--iou", type=float, default=0.5)
+    parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/manga_panels"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. prepare.panel.white_level=240")
     args = parser.parse_args()
@@ -58,6 +60,9 @@ def main() -> None:
     start = time.perf_counter()
     for path, truth in pages(args.folder):
         image = read_image(path)
+        if args.scale != 1.0:
+            image = cv2.resize(image, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_AREA)
+            truth = [tuple(round(v * args.scale) for v in box) for box in truth]
         found = panel_boxes(extractor.extract(image))
         hits = match_boxes(torch.tensor(found).reshape(-1, 4), torch.tensor(truth).reshape(-1, 4), args.iou)
         rows.append((str(path.relative_to(args.folder)), len(truth), len(found), hits))

@@ -3,6 +3,7 @@ panel touching bordered ones, a slanted gutter; and the box matching that scores
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -33,6 +34,15 @@ def test_panels_are_instances_in_reading_order_and_small_marks_are_dropped():
     assert ids[100, 300] == 1 and ids[100, 100] == 2  # top row, right to left
     assert ids[250, 200] == 3 and ids[450, 300] == 4 and ids[450, 100] == 5
     assert ids[552, 200] == 0 and ids[10, 10] == 0  # the page number and the margin are not panels
+
+
+def test_a_scan_at_another_resolution_gives_the_same_panels():
+    page, truth = manga_pages()["balloon"]
+    small = cv2.resize(page, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    ids = PanelExtractor().extract(small)
+    assert ids.shape == small.shape[:2]
+    found = torch.tensor(panel_boxes(ids)) * 2
+    assert match_boxes(found, torch.tensor(truth), 0.9) == len(truth) == len(found)
 
 
 def test_a_blank_page_has_no_panel():

@@ -26,7 +26,7 @@ def image_name(path: Path, folder: Path) -> str:
 def list_images(folder: str | Path | None, key: str, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
     """name -> file for every image under `folder` (recursively, hidden files ignored)."""
     if folder is None:
-        raise ConfigError(f"{key} is not set: expected a folder of images")
+        raise ConfigError(f"{key} is not set: expected a folder")
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"{key}={folder}: no such folder")

@@ -1,5 +1,7 @@
 """Comic panels from a page with classical image processing: no model, no training data.
 
+0. The page is scaled so that its longer side is `work_size` px, which the pixel-sized settings
+   (blur, line widths) assume; the panels found are scaled back to the page.
 1. Binarise: near-white pixels are paper. Paper connected to the page edge is background (the
    gutters and margins); everything else, holes filled, is panel content.
 2. Panels whose content touches (a speech balloon over the gutter, art bleeding across it, a
@@ -65,6 +67,7 @@ class PanelExtractor:
         contained: float = 0.8,
         max_depth: int = 10,
         max_gutter: float = 0.05,
+        work_size: int = 1400,
     ):
         self.white_level, self.min_area, self.min_side = int(white_level), float(min_area), float(min_side)
         self.gutter_paper, self.gutter_background = float(gutter_paper), float(gutter_background)
@@ -72,7 +75,7 @@ class PanelExtractor:
         self.edge_strength, self.edge_blur = float(edge_strength), float(edge_blur)
         self.max_slant, self.slant_steps = float(max_slant), int(slant_steps)
         self.contained, self.max_depth = float(contained), int(max_depth)
-        self.max_gutter = float(max_gutter)
+        self.max_gutter, self.work_size = float(max_gutter), int(work_size)
 
     def __call__(self, name: str, image: np.ndarray) -> tuple[None, np.ndarray]:
         """Labeller interface of `src.preparation.manga`: the page unchanged, and its panel ids."""
@@ -83,6 +86,14 @@ class PanelExtractor:
 
     def extract(self, image: np.ndarray) -> np.ndarray:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        scale = self.work_size / max(gray.shape)
+        if abs(scale - 1) > 0.02:  # pixel-sized settings (blur, line widths) then mean the same on any scan
+            size = (round(gray.shape[1] * scale), round(gray.shape[0] * scale))
+            ids = self._extract(cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC))
+            return cv2.resize(ids, gray.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        return self._extract(gray)
+
+    def _extract(self, gray: np.ndarray) -> np.ndarray:
         h, w = gray.shape
         paper = gray >= self.white_level
         labels, _ = ndi.label(paper)
