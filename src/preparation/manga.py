@@ -68,9 +68,8 @@ def label_pages(
     builder: DatasetBuilder, pages: dict[str, Path], assignment: dict[str, str], labeller: Labeller
 ) -> None:
     """Label each page and add it to its split; pages that get no mask are reported with the reason."""
-    for name, path in tqdm(pages.items(), desc="pages", unit="page"):
-        if name not in assignment:
-            continue
+    for name in tqdm(sorted(assignment), desc="pages", unit="page"):
+        path = pages[name]
         try:
             image = read_image(path)
             painted, ids = labeller(name, image)
