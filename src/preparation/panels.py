@@ -85,6 +85,7 @@ class PanelExtractor:
         return None, ids
 
     def extract(self, image: np.ndarray) -> np.ndarray:
+        """Panel ids (H, W) int32 of an RGB or grey page; 0 outside every panel."""
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         scale = self.work_size / max(gray.shape)
         if abs(scale - 1) > 0.02:  # pixel-sized settings (blur, line widths) then mean the same on any scan
