@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src.errors import ConfigError
+from src.errors import ConfigError, DownloadError
 from src.prepare import prepare
 from tests.prepare_helpers import output, run_prepare, train_briefly
 
@@ -107,7 +107,7 @@ def posts(first: int, count: int, rating: str, tags: str = "animal_ears solo") -
 def booru():
     server = FakeBooru([*posts(1, 9, "s"), *posts(20, 2, "e"), *posts(30, 4, "g", "animal_ears cat")])
     yield server
-    server.close()
+    server.close()  # closing twice is fine
 
 
 def crawl_args(booru, source: str, *extra: str) -> list[str]:
@@ -178,3 +178,17 @@ def test_character_masks_make_the_listed_images_trainable(compose_prepare, tmp_p
     assert first.samefile(root / "raw" / "safebooru" / first.name)  # a hard link to the crawl, not a second copy
     assert prepare(cfg).up_to_date
     train_briefly(train_run, tmp_path, "animal", root)
+
+
+def test_split_mode_follows_the_crawl_folder_and_a_failed_crawl_says_why(compose_prepare, tmp_path, booru):
+    report = prepare(compose_prepare(*crawl_args(booru, "safebooru", "prepare.limit=9")))
+    lists = {s: (report.root / f"{s}.txt").read_text().splitlines() for s in ("train", "val", "test")}
+    gone = lists["train"][0]
+    (report.root / gone).unlink()
+    prepare(compose_prepare("dataset=animal", "prepare.mode=split"))
+    after = {s: (report.root / f"{s}.txt").read_text().splitlines() for s in lists}
+    assert after == {s: [line for line in lines if line != gone] for s, lines in lists.items()}
+    booru.close()  # the site goes away
+    with pytest.raises(DownloadError, match=r"gallery-dl stopped with status \d+ .*will not be fetched again"):
+        prepare(compose_prepare(*crawl_args(booru, "safebooru", "prepare.limit=9")))
+    assert {s: (report.root / f"{s}.txt").read_text().splitlines() for s in lists} == after
