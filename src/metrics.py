@@ -30,3 +30,21 @@ class MeanMetrics:
         if not count:
             return {"miou": float("nan"), "dice": float("nan"), "objects": 0.0}
         return {"miou": sum(self.ious) / count, "dice": sum(self.dices) / count, "objects": float(count)}
+
+
+def match_boxes(pred: torch.Tensor, target: torch.Tensor, iou_threshold: float = 0.5) -> int:
+    """True positives of (N, 4) predicted against (M, 4) true x0,y0,x1,y1 boxes: pairs are matched
+    one to one, highest IoU first, and count when their IoU reaches `iou_threshold`."""
+    from torchvision.ops import box_iou
+
+    if len(pred) == 0 or len(target) == 0:
+        return 0
+    ious = box_iou(pred.float(), target.float())
+    matched = 0
+    while True:
+        best = ious.max()
+        if best < iou_threshold:
+            return matched
+        i, j = divmod(int(ious.argmax()), ious.shape[1])
+        ious[i, :], ious[:, j] = -1, -1
+        matched += 1

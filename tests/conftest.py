@@ -64,3 +64,17 @@ def shapes_image() -> tuple[np.ndarray, np.ndarray]:
     image[ids == 1] = (220, 40, 40)
     image[ids == 2] = (40, 220, 40)
     return image, ids
+
+
+@pytest.fixture
+def compose_prepare(tmp_path: Path) -> Iterator:
+    """Compose conf/prepare.yaml in-process (as `python -m src.prepare` would), data and caches in `tmp_path`."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        paths = [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+        return compose(config_name="prepare", overrides=[*paths, *overrides])
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        yield _compose
+    GlobalHydra.instance().clear()

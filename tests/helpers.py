@@ -27,6 +27,9 @@ FAST_RUN = [
     "task.validation.num_sample_images=2",
 ]
 
+# FAST_RUN for a dataset that is not generated (kvasir, manga, animal): without the generator's keys.
+FAST_TRAIN = [o for o in FAST_RUN if not o.startswith("dataset.generate.")]
+
 
 def isolated_paths(tmp: Path) -> list[str]:
     """Overrides that keep a run's outputs, data and caches inside `tmp`."""

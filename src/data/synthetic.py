@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ import numpy as np
 from skimage import data as skdata
 from tqdm import tqdm
 
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 from src.utils.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,19 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return cv2.resize(photo[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _draw_shape(ids: np.ndarray, value: int, rng: np.random.Generator, min_frac: float, max_frac: float) -> None:
-    size = ids.shape[0]
-    radius = rng.uniform(min_frac, max_frac) * size / 2
-    cx, cy = rng.uniform(radius, size - radius, 2)
-    kind = SHAPES[rng.integers(len(SHAPES))]
+def _draw_shape(
+    ids: np.ndarray,
+    value: int,
+    rng: np.random.Generator,
+    min_frac: float,
+    max_frac: float,
+    kinds: Sequence[str] = SHAPES,
+) -> None:
+    """One filled shape whose diameter is a fraction of the image's shorter side."""
+    h, w = ids.shape
+    radius = rng.uniform(min_frac, max_frac) * min(h, w) / 2
+    cx, cy = rng.uniform(radius, np.array([w, h]) - radius)
+    kind = kinds[rng.integers(len(kinds))]
     if kind == "ellipse":
         axes = (int(radius), int(radius * rng.uniform(0.5, 1.0)))
         cv2.ellipse(ids, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, value, thickness=-1)
@@ -68,10 +77,25 @@ def make_sample(
     rng: np.random.Generator, size: int, min_shapes: int, max_shapes: int, min_frac: float, max_frac: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image and its instance ids; later shapes occlude earlier ones."""
-    image = _background(rng, size)
-    ids = np.zeros((size, size), np.uint8)
+    return paint_shapes(_background(rng, size), rng, min_shapes, max_shapes, min_frac, max_frac)
+
+
+def paint_shapes(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    min_shapes: int,
+    max_shapes: int,
+    min_frac: float,
+    max_frac: float,
+    kinds: Sequence[str] = SHAPES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint between `min_shapes` and `max_shapes` textured shapes over a copy of `image`; return it and the ids."""
+    if unknown := set(kinds) - set(SHAPES):
+        raise ConfigError(f"shape kinds {sorted(unknown)}: expected some of {', '.join(SHAPES)}")
+    image = image.copy()
+    ids = np.zeros(image.shape[:2], np.uint8)
     for value in range(1, int(rng.integers(min_shapes, max_shapes + 1)) + 1):
-        _draw_shape(ids, value, rng, min_frac, max_frac)
+        _draw_shape(ids, value, rng, min_frac, max_frac, kinds)
     for value in np.unique(ids[ids > 0]):
         region = ids == value
         colour = rng.integers(0, 256, 3)
