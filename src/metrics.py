@@ -30,3 +30,14 @@ class MeanMetrics:
         if not count:
             return {"miou": float("nan"), "dice": float("nan"), "objects": 0.0}
         return {"miou": sum(self.ious) / count, "dice": sum(self.dices) / count, "objects": float(count)}
+
+
+def clicks_to_reach(ious_per_click: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of clicks (NoC) until each object's IoU first reaches `threshold`.
+
+    `ious_per_click` is (N, K): the IoU after click 1..K. An object that never gets there counts
+    as K, the standard NoC@85/NoC@90 protocol of interactive segmentation (RITM, SAM).
+    """
+    reached = ious_per_click >= threshold
+    first = reached.to(torch.int64).argmax(dim=1) + 1
+    return torch.where(reached.any(dim=1), first, torch.full_like(first, ious_per_click.shape[1]))
