@@ -80,7 +80,7 @@ class AutomaticMaskGenerator(SAM2AutomaticMaskGenerator):
 
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
         """Mask records, largest first, under autocast on CUDA."""
-        with self.samtune._autocast():
+        with self.samtune.autocast():
             records = super().generate(image)
         return sorted(records, key=lambda r: r["area"], reverse=True)
 

@@ -77,7 +77,8 @@ class Sam2Predictor:
     def image_size(self) -> int:
         return self.model.image_size
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision as configured (bf16 on recent CUDA GPUs by default), a no-op in fp32."""
         return autocast(self.device, self.amp_dtype)
 
     @torch.no_grad()
@@ -86,7 +87,7 @@ class Sam2Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
         pixels = torch.from_numpy(np.ascontiguousarray(resize_image(image, self.image_size)))
-        with self._autocast():
+        with self.autocast():
             features = self.model.encode(pixels.permute(2, 0, 1)[None].to(self.device))
         return EncodedImage(features, int(image.shape[0]), int(image.shape[1]))
 
@@ -115,7 +116,7 @@ class Sam2Predictor:
         points = self.to_model_space(prompts.points, image).to(self.device)
         labels = prompts.labels.to(self.device)
         index = torch.zeros(count, dtype=torch.long, device=self.device)
-        with self._autocast():
+        with self.autocast():
             out = self.model.decode(
                 image.features,
                 index,

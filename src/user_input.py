@@ -95,7 +95,7 @@ def user_prompts(points: list[Point], box: Box | None) -> Prompts:
     """One object's prompt: the box corners first, then the clicks, as SAM2's predictor combines them."""
     if not points and box is None:
         raise PromptError(f"no prompt: give points=... or box=... ({POINTS_HINT}; {BOX_HINT})")
-    prompts = Prompts(torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.int32))
+    prompts = Prompts.empty(1)
     if box is not None:
         prompts = box_prompts(torch.tensor([box], dtype=torch.float32))
     if points:

@@ -1,10 +1,17 @@
 """The shared inference component: original pixels in, original-size masks out; weights from anywhere."""
 
+import inspect
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
+from src.cli import CONFIG_DIR
 from src.data.segmentation_dataset import resize_image
 from src.errors import CheckpointError, PromptError
 from src.inference import Sam2Predictor, build_predictor, chosen_weights, load_predictor
@@ -180,3 +187,23 @@ def test_the_checkpoint_decides_the_image_size_and_original_ignores_it(fine_tune
     assert predictor.image_size == 128 and weights.training_run_id == fine_tuned_run["run_id"]
     original = chosen_weights(compose_config("predict", [*common, "original=true"]))
     assert original.checkpoint is None and original.source == "random initialisation"
+
+
+def test_the_inference_entry_configs_compose_with_every_group_choice():
+    def choices(group: str) -> list[str]:
+        return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+    generator_settings = set(inspect.signature(SAM2AutomaticMaskGenerator.__init__).parameters)
+    for model in choices("model"):
+        for dataset in choices("dataset"):
+            cfg = compose_config("evaluate", [f"model={model}", f"dataset={dataset}", "paths.run_dir=/tmp/x"])
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            assert cfg.model.image_size is None and cfg.split == "val"
+        cfg = compose_config("predict", [f"model={model}", "paths.run_dir=/tmp/x"])
+        assert OmegaConf.to_container(cfg, resolve=True)["ui"]["host"] == "127.0.0.1"
+        for settings in choices("automask"):
+            cfg = compose_config("automask", [f"model={model}", f"automask={settings}", "paths.run_dir=/tmp/x"])
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            keys = set(instantiate(cfg.automask).keywords)
+            assert keys <= generator_settings, keys - generator_settings  # every setting reaches SAM2's generator
+    assert choices("automask") == ["default", "dense"]

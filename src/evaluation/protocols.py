@@ -58,10 +58,11 @@ class PromptProtocols:
     ):
         unknown = sorted(set(modes) - set(MODES))
         if unknown or not modes:
-            raise ConfigError(f"evaluation.modes={list(modes)}: expected a non-empty subset of {list(MODES)}")
+            raise ConfigError(f"evaluation.prompts.modes={list(modes)}: expected a non-empty subset of {list(MODES)}")
         if num_positive < 1 or num_negative < 0 or max_clicks < 1:
             raise ConfigError(
-                "evaluation.num_positive and evaluation.max_clicks must be >= 1, evaluation.num_negative >= 0"
+                "evaluation.prompts: num_positive and max_clicks must be >= 1, num_negative >= 0; got "
+                f"{num_positive}, {max_clicks} and {num_negative}"
             )
         self.modes = [mode for mode in MODES if mode in modes]
         self.num_positive, self.num_negative, self.max_clicks = num_positive, num_negative, max_clicks
@@ -91,12 +92,10 @@ class PromptProtocols:
         return ModeResult(mask_iou(masks, gt), mask_dice(masks, gt), prompts, masks)
 
     def _clicks(self, predictor: Sam2Predictor, image: EncodedImage, gt: torch.Tensor) -> ModeResult:
-        count = gt.shape[0]
-        prompts = Prompts(torch.zeros(count, 0, 2), torch.zeros(count, 0, dtype=torch.int32))
-        masks = torch.zeros_like(gt)
+        prompts, masks = Prompts.empty(gt.shape[0]), torch.zeros_like(gt)
         mask_input, ious = None, []
         for _ in range(self.max_clicks):
-            prompts = self.clicker.correct(gt, masks, prompts, generator=None)
+            prompts = self.clicker.correct(gt, masks, prompts, generator=None)  # the centre rule draws nothing
             prediction = predictor.predict(image, prompts, mask_input)
             masks = prediction.best_masks().cpu()
             mask_input = prediction.best_logits()
