@@ -48,6 +48,7 @@ class _EncodeThroughSamtune(SAM2ImagePredictor):
     def __init__(self, predictor: Sam2Predictor):
         with _quiet_torchscript():
             super().__init__(predictor.model.sam)
+        self._bb_feat_sizes = predictor.model.feature_sizes  # not 1024 px's; `set_image` below uses its own
         self.samtune = predictor
 
     @torch.no_grad()
