@@ -84,7 +84,7 @@ def evaluate(cfg: DictConfig) -> Summary:
     files = write_report(result, summary, tables, thresholds, Path(cfg.paths.run_dir))
     overrides = command_line_overrides()
     tags = {
-        "task": "evaluate",
+        "job": "evaluate",
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
         "split": cfg.split,

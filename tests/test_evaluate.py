@@ -116,7 +116,7 @@ def test_a_row_replayed_with_the_predictor_gives_its_iou(compared, fine_tuned_ru
 def test_the_evaluation_is_its_own_mlflow_run_under_the_training_run(compared, fine_tuned_run):
     client = MlflowClient(fine_tuned_run["tracking_uri"])
     experiment = client.get_experiment_by_name("synthetic")
-    (run,) = client.search_runs([experiment.experiment_id], "tags.task = 'evaluate'")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.job = 'evaluate'")
     assert run.info.status == "FINISHED" and run.info.run_id != fine_tuned_run["run_id"]
     assert run.data.tags["training_run_id"] == fine_tuned_run["run_id"]
     assert run.data.tags["mlflow.parentRunId"] == fine_tuned_run["run_id"]  # nested under it in the UI
