@@ -10,12 +10,18 @@ from typing import Any
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.config import PROJECT_ROOT
 from src.errors import SamtuneError
 
 CONFIG_DIR = str(PROJECT_ROOT / "conf")
+
+
+def command_line_overrides() -> list[str]:
+    """The key=value overrides of the running command (empty outside a Hydra app)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:

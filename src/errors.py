@@ -20,8 +20,16 @@ class CheckpointError(SamtuneError):
     """A checkpoint that is missing, corrupt, or made for another model."""
 
 
+class PromptError(SamtuneError):
+    """A point or box prompt that is malformed or lies outside its image."""
+
+
 class DownloadError(SamtuneError):
     """A download that failed, was truncated, or does not match its checksum."""
+
+
+class OutOfMemory(SamtuneError):
+    """The device or host ran out of memory; the message names the settings to lower."""
 
 
 class TrainingDiverged(SamtuneError):

@@ -48,3 +48,14 @@ def match_boxes(pred: torch.Tensor, target: torch.Tensor, iou_threshold: float =
         i, j = divmod(int(ious.argmax()), ious.shape[1])
         ious[i, :], ious[:, j] = -1, -1
         matched += 1
+
+
+def clicks_to_reach(ious_per_click: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of clicks (NoC) until each object's IoU first reaches `threshold`.
+
+    `ious_per_click` is (N, K): the IoU after click 1..K. An object that never gets there counts
+    as K, the standard NoC@85/NoC@90 protocol of interactive segmentation (RITM, SAM).
+    """
+    reached = ious_per_click >= threshold
+    first = reached.to(torch.int64).argmax(dim=1) + 1
+    return torch.where(reached.any(dim=1), first, torch.full_like(first, ious_per_click.shape[1]))

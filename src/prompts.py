@@ -25,6 +25,11 @@ class Prompts:
     points: torch.Tensor  # (N, P, 2) float, pixel (x, y)
     labels: torch.Tensor  # (N, P) int32
 
+    @classmethod
+    def empty(cls, count: int) -> Prompts:
+        """No points yet for `count` objects, to `add` clicks to."""
+        return cls(torch.zeros(count, 0, 2), torch.zeros(count, 0, dtype=torch.int32))
+
     @property
     def num_points(self) -> int:
         return int(self.points.shape[1])

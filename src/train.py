@@ -6,20 +6,15 @@ Returns the best monitored validation value, so Hydra sweepers (e.g. Optuna) can
 from __future__ import annotations
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
-from src.cli import hydra_entry
+from src.cli import command_line_overrides, hydra_entry
 from src.config import PROJECT_ROOT, check_combination
 from src.tracking import git_state, library_versions
 from src.training.trainer import Trainer
 from src.utils.device import resolve_device, resolve_precision
 from src.utils.seeding import seed_everything
-
-
-def command_line_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def train(cfg: DictConfig) -> float | None:

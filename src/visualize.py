@@ -60,6 +60,20 @@ def draw_prompts(image: np.ndarray, points: np.ndarray, labels: np.ndarray) -> n
     return out
 
 
+def overlay_with_prompts(image: np.ndarray, masks: np.ndarray, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`overlay_masks`, then the prompts that produced the masks drawn on top."""
+    return draw_prompts(overlay_masks(image, masks), points, labels)
+
+
+def resize_longest(image: np.ndarray, side: int) -> np.ndarray:
+    """The image scaled so that its longest side is `side` pixels (area filter to shrink, linear to grow)."""
+    scale = side / max(image.shape[:2])
+    if scale == 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 def caption(image: np.ndarray, text: str) -> np.ndarray:
     """The image with a text bar above it."""
     scale = min(max(image.shape[1] / 560, 0.42), 1.2)
@@ -82,17 +96,22 @@ def grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 4) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write an RGB image as PNG, atomically."""
+    """Write an RGB (H, W, 3) or single-channel (H, W) image as PNG, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        ok, encoded = cv2.imencode(".png", image[..., ::-1])
+        ok, encoded = cv2.imencode(".png", image[..., ::-1] if image.ndim == 3 else image)
         if not ok:
             raise OSError(f"could not encode {path}")
         tmp.write_bytes(encoded.tobytes())
     return path
 
 
-def plot_curves(series: dict[str, list[tuple[int, float]]]) -> np.ndarray | None:
+def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
+    """Write a boolean (H, W) mask as a single-channel PNG: 255 on the object, 0 elsewhere."""
+    return save_png(mask.astype(np.uint8) * 255, path)
+
+
+def plot_curves(series: dict[str, list[tuple[int, float]]], xlabel: str = "step") -> np.ndarray | None:
     """One panel per metric history [(step, value), ...]; None when there is nothing to draw."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -106,7 +125,7 @@ def plot_curves(series: dict[str, list[tuple[int, float]]]) -> np.ndarray | None
         steps, values = zip(*sorted(points), strict=True)
         axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3)
         axis.set_title(name)
-        axis.set_xlabel("step")
+        axis.set_xlabel(xlabel)
         axis.grid(alpha=0.3)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

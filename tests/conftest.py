@@ -78,3 +78,24 @@ def compose_prepare(tmp_path: Path) -> Iterator:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def fine_tuned_run(tmp_path_factory) -> dict:
+    """One short `python -m src.train` run whose weights the inference tests load (folder, file, MLflow)."""
+    from mlflow.tracking import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("fine_tuned")
+    result = run_module("src.train", [*FAST_RUN, *isolated_paths(tmp), "trainer.max_steps=2", "optimizer.lr=1e-4"])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    tracking_uri = f"sqlite:///{tmp / 'outputs' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    return {
+        "root": tmp,
+        "run_dir": tmp / "run",
+        "best": tmp / "run" / "checkpoints" / "best.pt",
+        "run_id": run.info.run_id,
+        "tracking_uri": tracking_uri,
+        "data_dir": tmp / "data",
+    }

@@ -117,3 +117,15 @@ class LocalFileServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """Compose conf/<config_name>.yaml in-process, as `python -m src.<entry>` would, without running it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    GlobalHydra.instance().clear()
+    return cfg

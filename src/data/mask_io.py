@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.errors import DataError
 
@@ -37,9 +37,16 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read {path}: {err}. Expected a readable image file (JPEG, PNG, ...)") from err
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3)."""
+def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3).
+
+    `upright=True` applies the EXIF orientation first, as image viewers do, so that pixel
+    coordinates a user reads off a viewer (a photo from a phone) point where they meant. Dataset
+    images are read as stored, since their masks were drawn on the stored pixels.
+    """
     image = _open(Path(path))
+    if upright:
+        image = ImageOps.exif_transpose(image)
     return np.asarray(image.convert("RGB"))
 
 

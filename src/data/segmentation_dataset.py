@@ -22,13 +22,21 @@ from src.prompts import fixed_prompts
 from src.utils.seeding import derive_seed, torch_generator
 
 
-def resize_pair(image: np.ndarray, ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Square model input, as SAM2's predictor does (area filter for images, nearest for ids)."""
-    h, w = ids.shape
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Square model input, as SAM2's predictor does: area filter when shrinking, bilinear when growing.
+
+    Training, evaluation and inference all go through here, so a fine-tuned model sees at
+    inference exactly the pixels it was trained on.
+    """
+    h, w = image.shape[:2]
     interp = cv2.INTER_AREA if h > size or w > size else cv2.INTER_LINEAR
-    image = cv2.resize(image, (size, size), interpolation=interp)
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def resize_pair(image: np.ndarray, ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image as `resize_image` makes it, and its instance ids resized with nearest neighbours."""
     ids = cv2.resize(ids.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.int32)
-    return image, ids
+    return resize_image(image, size), ids
 
 
 class SegmentationDataset(Dataset):

@@ -31,6 +31,8 @@ POSTPROCESSING = {
     "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
 }
 
+SAM2_IMAGE_SIZE = 1024  # the input size of the official SAM2.1 weights
+
 # Hiera trunk (embedding width, number of blocks) of each SAM2.1 size, to name the size a
 # checkpoint was made for when it does not fit the chosen one.
 HIERA_SIGNATURES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large"}

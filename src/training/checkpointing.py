@@ -77,13 +77,13 @@ def find_checkpoint_dir(path: str | Path) -> CheckpointDir:
     )
 
 
-def weights_file(path: str | Path) -> Path:
-    """A weights file, or the best weights of a run folder, as given to `trainer.init_from=PATH`."""
+def weights_file(path: str | Path, key: str = "trainer.init_from") -> Path:
+    """A weights file, or the best weights of a run folder, as given to `<key>=PATH`."""
     path = Path(path).expanduser()
     for candidate in (path, path / "checkpoints" / BEST, path / BEST):
         if candidate.is_file():
             return candidate
     raise CheckpointError(
-        f"trainer.init_from={path}: not a file, and no {BEST} in it or its checkpoints/ folder; expected a "
+        f"{key}={path}: not a file, and no {BEST} in it or its checkpoints/ folder; expected a "
         "weights file ({'model': state_dict}) or the run folder of an earlier training run"
     )

@@ -274,7 +274,13 @@ class Trainer:
 
     def _save(self, state: TrainState, metrics: dict[str, float], is_best: bool) -> None:
         weights = self.task.export_weights()
-        weights["meta"] = {**weights.get("meta", {}), "step": state.step, "epoch": state.epoch, "metrics": metrics}
+        weights["meta"] = {
+            **weights.get("meta", {}),
+            "step": state.step,
+            "epoch": state.epoch,
+            "metrics": metrics,
+            "mlflow_run_id": state.mlflow_run_id,  # links an evaluation of these weights to this run
+        }
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()

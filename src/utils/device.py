@@ -69,3 +69,11 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     else:
         with torch.autocast(device_type=device.type, dtype=dtype):
             yield
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is a device or host allocation failure (CUDA, MPS or CPU), not a bug."""
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -1,0 +1,93 @@
+"""`python -m src.automask image=PATH_OR_FOLDER [checkpoint=RUN | original=true] [automask.KEY=VALUE]`.
+
+Every object SAM2 finds, per image: `<output_dir>/<name>/overlay.png`, `masks/NNN.png` and
+`masks.json` (COCO RLE, area, box, predicted IoU, stability). A folder shows its progress and
+resumes: an image whose `masks.json` exists is skipped. Running out of memory names the settings
+to lower.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from src.automatic_masks import MASKS_FILE, write_masks
+from src.cli import hydra_entry
+from src.data.layout import IMAGE_SUFFIXES
+from src.data.mask_io import read_image
+from src.errors import DataError, OutOfMemory
+from src.inference import load_predictor
+from src.utils.device import is_out_of_memory
+
+log = logging.getLogger(__name__)
+
+
+def list_images(value: str | None) -> list[Path]:
+    """The image `image=` names, or the images of the folder it names."""
+    path = Path(str(value)).expanduser() if value is not None else None
+    if path is not None and path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not images:
+            raise DataError(f"image={value}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        stems = [p.stem for p in images]
+        if clash := sorted({s for s in stems if stems.count(s) > 1}):
+            raise DataError(f"image={value}: several images share the name {clash[0]!r}; outputs are named after it")
+        return images
+    if path is None or not path.is_file():
+        raise DataError(
+            f"image={value}: no such file or folder; expected an image (JPEG, PNG, ...) or a folder of them"
+        )
+    return [path]
+
+
+def out_of_memory_advice(cfg: DictConfig, image: Path, size: tuple[int, int], err: BaseException) -> OutOfMemory:
+    """Which settings to lower, as seed 004's user had to find out."""
+    amg = cfg.automask
+    advice = [f"lower automask.points_per_batch (now {amg.points_per_batch}, try {max(1, amg.points_per_batch // 2)})"]
+    if cfg.model.name != "tiny":
+        advice.append(f"use a smaller model (model=tiny; now model={cfg.model.name})")
+    if amg.crop_n_layers:
+        advice.append(f"use fewer crop layers (automask.crop_n_layers, now {amg.crop_n_layers})")
+    reason = str(err).splitlines()[0]
+    return OutOfMemory(
+        f"out of memory generating masks for {image.name} ({size[1]}x{size[0]} px): {reason[:200]}. SAM2's generator "
+        f"holds points_per_batch x 3 masks at full image size at once: {'; '.join(advice)}. Images already done "
+        "are kept; rerun to continue"
+    )
+
+
+def automask(cfg: DictConfig) -> list[Path]:
+    images = list_images(cfg.image)
+    out = Path(cfg.output_dir)
+    todo = [path for path in images if not (out / path.stem / MASKS_FILE).is_file()]
+    if len(todo) < len(images):
+        log.info("%d of %d images already have masks in %s; skipping them", len(images) - len(todo), len(images), out)
+    if not todo:
+        return []
+    predictor, _ = load_predictor(cfg)
+    generator = instantiate(cfg.automask)(predictor)
+    written = []
+    for path in tqdm(todo, desc="automask", unit="image", dynamic_ncols=True):
+        image = read_image(path, upright=True)
+        try:
+            records = generator.generate(image)
+        except (RuntimeError, MemoryError) as err:
+            if is_out_of_memory(err):
+                raise out_of_memory_advice(cfg, path, image.shape[:2], err) from err
+            raise
+        written.append(write_masks(image, records, out / path.stem, path.name))
+        tqdm.write(f"{path.name}: {len(records)} masks -> {out / path.stem}")
+    return written
+
+
+@hydra_entry("automask")
+def main(cfg: DictConfig) -> list[Path]:
+    return automask(cfg)
+
+
+if __name__ == "__main__":
+    main()
