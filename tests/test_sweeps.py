@@ -4,6 +4,7 @@ Optuna search, and the same runs read back through a real `mlflow server` over i
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
+from src.data import synthetic
 from src.errors import ConfigError
 from src.sweeps import PARENT_TAG, SWEEP_FILE, MlflowSweepCallback, check_direction
 from tests.helpers import FAST_RUN, free_port, isolated_paths, run_module
@@ -141,6 +143,29 @@ def test_a_sweep_started_again_in_its_folder_continues_its_parent_run(compose_cf
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (parent,), _ = runs_of(client)
     assert parent.info.run_id == first["parent_run_id"] and parent.data.params["sweep.model"] == "tiny,small"
+
+
+def test_parallel_jobs_generate_the_synthetic_dataset_once(tmp_path, monkeypatch):
+    context = multiprocessing.get_context("fork")
+    samples_drawn = context.Value("i", 0)
+    draw = synthetic.make_sample
+
+    def counted(*args, **kwargs):
+        with samples_drawn.get_lock():
+            samples_drawn.value += 1
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "make_sample", counted)
+    spec = {"num_train": 3, "num_val": 2, "image_size": 64}
+    jobs = [context.Process(target=synthetic.ensure_synthetic_dataset, args=(tmp_path / "synthetic",), kwargs=spec)]
+    jobs.append(context.Process(target=synthetic.ensure_synthetic_dataset, args=(tmp_path / "synthetic",), kwargs=spec))
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=60)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    assert samples_drawn.value == 5  # one job generated the 5 images, the other found them
+    assert len(list((tmp_path / "synthetic" / "images").rglob("*.jpg"))) == 5
 
 
 def test_launcher_presets_wrap_submitit_with_every_cluster_setting_in_config(compose_cfg):
