@@ -34,3 +34,7 @@ class OutOfMemory(SamtuneError):
 
 class TrainingDiverged(SamtuneError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(SamtuneError):
+    """Training stopped on a signal (preemption, time limit) after saving a checkpoint to resume from."""

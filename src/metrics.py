@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from src.losses import mask_iou
+from src.utils.distributed import sum_over_ranks
 
 
 def mask_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -15,7 +16,11 @@ def mask_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class MeanMetrics:
-    """Accumulates per-object IoU and Dice; `compute()` returns their means."""
+    """Accumulates per-object IoU and Dice; `compute()` returns their means.
+
+    In a data-parallel run each process sees part of the objects; `compute()` returns the means
+    over all of them, on every process.
+    """
 
     def __init__(self) -> None:
         self.ious: list[float] = []
@@ -26,10 +31,10 @@ class MeanMetrics:
         self.dices.extend(mask_dice(pred, target).reshape(-1).tolist())
 
     def compute(self) -> dict[str, float]:
-        count = len(self.ious)
+        iou_sum, dice_sum, count = sum_over_ranks([sum(self.ious), sum(self.dices), len(self.ious)])
         if not count:
             return {"miou": float("nan"), "dice": float("nan"), "objects": 0.0}
-        return {"miou": sum(self.ious) / count, "dice": sum(self.dices) / count, "objects": float(count)}
+        return {"miou": iou_sum / count, "dice": dice_sum / count, "objects": count}
 
 
 def match_boxes(pred: torch.Tensor, target: torch.Tensor, iou_threshold: float = 0.5) -> int:

@@ -2,18 +2,23 @@
 
 All prompts are points with labels, as SAM2's prompt encoder takes them: 1 foreground click,
 0 background click, 2/3 the top-left/bottom-right corners of a box, -1 padding. Coordinates are
-pixel (x, y) in the S x S model input. Every function draws from an explicit torch.Generator, so
-validation prompts are fixed by a seed and a resumed run repeats its draws.
+pixel (x, y) in the S x S model input. Every function draws from an explicit random source, so
+validation prompts are fixed by a seed and a resumed run repeats its draws: one torch.Generator
+for all objects, or `ObjectGenerators`, one stream per object, with which an object's prompts do
+not depend on the other objects in its batch (a batch split over data-parallel processes draws
+the same prompts as the whole batch in one process).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from sam2.modeling.sam2_utils import sample_one_point_from_error_center
 
 from src.errors import ConfigError
+from src.utils.seeding import torch_generator
 
 POINT, BOX = "point", "box"
 LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT, LABEL_PADDING = 0, 1, 2, 3, -1
@@ -38,6 +43,30 @@ class Prompts:
         return Prompts(torch.cat([self.points, points], dim=1), torch.cat([self.labels, labels], dim=1))
 
 
+class ObjectGenerators:
+    """One random stream per object, seeded from the object's sample (see `SegmentationDataset`)."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [torch_generator(int(seed)) for seed in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+
+RandomSource = torch.Generator | ObjectGenerators
+
+
+def uniform(generator: RandomSource, rows: int, count: int, device: torch.device) -> torch.Tensor:
+    """(rows, count) numbers in [0, 1): from one generator, or row i from the i-th object's stream."""
+    if isinstance(generator, ObjectGenerators):
+        if len(generator) != rows:
+            raise ValueError(f"{len(generator)} object streams for {rows} objects")
+        if rows == 0:
+            return torch.empty(0, count, device=device)
+        return torch.stack([torch.rand(count, generator=g) for g in generator.generators]).to(device)
+    return torch.rand((rows, count), generator=generator, device=generator.device).to(device)
+
+
 def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     """Tight (x0, y0, x1, y1) pixel boxes of (N, H, W) boolean masks; empty masks give zeros."""
     n, h, w = masks.shape
@@ -53,7 +82,7 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
 
 
 def jitter_boxes(
-    boxes: torch.Tensor, noise: float, max_px: float, size: tuple[int, int], generator: torch.Generator
+    boxes: torch.Tensor, noise: float, max_px: float, size: tuple[int, int], generator: RandomSource
 ) -> torch.Tensor:
     """Move each corner by up to `noise` x the box side, capped at `max_px` (SAM2: 0.1 and 20 px)."""
     if noise <= 0:
@@ -61,22 +90,25 @@ def jitter_boxes(
     h, w = size
     sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1)
     reach = torch.clamp(sides * noise, max=max_px).repeat(1, 2)
-    offsets = (2 * torch.rand(boxes.shape, generator=generator, device=boxes.device) - 1) * reach
+    offsets = (2 * uniform(generator, boxes.shape[0], 4, boxes.device) - 1) * reach
     limits = torch.tensor([w - 1, h - 1, w - 1, h - 1], device=boxes.device, dtype=boxes.dtype)
     return torch.minimum(torch.clamp(boxes + offsets, min=0), limits)
 
 
-def sample_points(region: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_points(region: torch.Tensor, count: int, generator: RandomSource) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` pixels drawn uniformly from each (N, H, W) region, with replacement.
 
     Returns points (N, count, 2) and a (N,) flag that is False where the region is empty (those
-    rows hold zeros and must be padded by the caller).
+    rows hold zeros and must be padded by the caller). Each row consumes `count` numbers of its
+    stream, whatever its region (inverse-CDF sampling).
     """
-    w = region.shape[-1]
-    weights = region.flatten(1).float()
-    valid = weights.sum(dim=1) > 0
-    weights[~valid] = 1.0
-    flat = torch.multinomial(weights, count, replacement=True, generator=generator)
+    n, w = region.shape[0], region.shape[-1]
+    cumulative = region.flatten(1).float().cumsum(dim=1)
+    total = cumulative[:, -1:]
+    valid = total[:, 0] > 0
+    # counts are whole numbers: a target in [k, k + 1) picks the region's (k+1)-th pixel
+    targets = torch.minimum(uniform(generator, n, count, region.device) * total, total - 0.5)
+    flat = torch.searchsorted(cumulative, targets, right=True)
     points = torch.stack([flat % w, flat // w], dim=-1).float()
     return points * valid[:, None, None], valid
 
@@ -86,7 +118,7 @@ def box_prompts(boxes: torch.Tensor) -> Prompts:
     return Prompts(boxes.reshape(-1, 2, 2), labels.expand(boxes.shape[0], 2).clone())
 
 
-def point_prompts(masks: torch.Tensor, positive: int, negative: int, generator: torch.Generator) -> Prompts:
+def point_prompts(masks: torch.Tensor, positive: int, negative: int, generator: RandomSource) -> Prompts:
     """`positive` clicks inside each mask and `negative` clicks outside it."""
     parts = []
     for region, count, label in ((masks, positive, LABEL_POSITIVE), (~masks, negative, LABEL_NEGATIVE)):
@@ -100,7 +132,7 @@ def point_prompts(masks: torch.Tensor, positive: int, negative: int, generator: 
 
 
 def sample_correction_clicks(
-    gt: torch.Tensor, pred: torch.Tensor, generator: torch.Generator
+    gt: torch.Tensor, pred: torch.Tensor, generator: RandomSource
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One click per object, uniform over where the prediction is wrong (SAM2's 'uniform' method).
 
@@ -151,13 +183,13 @@ class PromptSampler:
         """Point or box for a whole step, as SAM2's trainer does, so prompts batch without padding."""
         return POINT if torch.rand((), generator=generator, device=generator.device).item() < self.point_prob else BOX
 
-    def initial(self, masks: torch.Tensor, mode: str, generator: torch.Generator) -> Prompts:
+    def initial(self, masks: torch.Tensor, mode: str, generator: RandomSource) -> Prompts:
         if mode == POINT:
             return point_prompts(masks, self.positive_points, self.negative_points, generator)
         boxes = jitter_boxes(mask_to_box(masks), self.box_noise, self.box_noise_max_px, masks.shape[-2:], generator)
         return box_prompts(boxes)
 
-    def correct(self, gt: torch.Tensor, pred: torch.Tensor, prompts: Prompts, generator: torch.Generator) -> Prompts:
+    def correct(self, gt: torch.Tensor, pred: torch.Tensor, prompts: Prompts, generator: RandomSource) -> Prompts:
         """Add one correction click per object from the error region of `pred`."""
         if self.correction_method == "center":
             points, labels = sample_one_point_from_error_center(gt[:, None], pred[:, None])
@@ -169,7 +201,7 @@ class PromptSampler:
         return self.multimask_output and prompts.num_points == 1
 
 
-def fixed_prompts(masks: torch.Tensor, mode: str, generator: torch.Generator) -> Prompts:
+def fixed_prompts(masks: torch.Tensor, mode: str, generator: RandomSource) -> Prompts:
     """Evaluation prompts: one foreground click per object, or its exact box."""
     if mode == POINT:
         return point_prompts(masks, 1, 0, generator)

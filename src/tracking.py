@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -23,6 +24,14 @@ log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_BATCH = 100  # params or tags per log_batch call
 VERSIONED = ("torch", "torchvision", "sam2", "hydra-core", "omegaconf", "mlflow", "numpy", "schedulefree")
+SLURM_TAGS = {
+    "SLURM_JOB_ID": "slurm.job_id",
+    "SLURM_ARRAY_JOB_ID": "slurm.array_job_id",
+    "SLURM_ARRAY_TASK_ID": "slurm.array_task_id",
+    "SLURM_RESTART_COUNT": "slurm.restart_count",  # how often the job was requeued
+    "SLURM_JOB_NODELIST": "slurm.nodes",
+    "SLURM_JOB_PARTITION": "slurm.partition",
+}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
@@ -48,6 +57,11 @@ def git_state(root: str | Path) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}
     return {"git.commit": commit, "git.dirty": str(dirty).lower(), "mlflow.source.git.commit": commit}
+
+
+def cluster_tags() -> dict[str, str]:
+    """The SLURM job a run belongs to (empty outside SLURM), to find its logs and accounting."""
+    return {tag: os.environ[var] for var, tag in SLURM_TAGS.items() if var in os.environ}
 
 
 def library_versions() -> dict[str, str]:

@@ -111,19 +111,31 @@ def save_mask_png(mask: np.ndarray, path: str | Path) -> Path:
     return save_png(mask.astype(np.uint8) * 255, path)
 
 
-def plot_curves(series: dict[str, list[tuple[int, float]]], xlabel: str = "step") -> np.ndarray | None:
-    """One panel per metric history [(step, value), ...]; None when there is nothing to draw."""
+Points = list[tuple[int, float]]
+
+
+def plot_curves(series: dict[str, Points | dict[str, Points]], xlabel: str = "step") -> np.ndarray | None:
+    """One panel per metric; a panel draws one history [(step, value), ...] or several, named in a legend
+    (e.g. one line per job of a sweep). None when there is nothing to draw."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    series = {name: points for name, points in series.items() if points}
-    if not series:
+    panels: dict[str, dict[str, Points]] = {}
+    for name, lines in series.items():
+        lines = lines if isinstance(lines, dict) else {"": lines}
+        named = {label: points for label, points in lines.items() if points}
+        if named:
+            panels[name] = named
+    if not panels:
         return None
-    figure = Figure(figsize=(4.5 * len(series), 3.2), dpi=100, layout="constrained")
+    figure = Figure(figsize=(4.5 * len(panels), 3.2), dpi=100, layout="constrained")
     canvas = FigureCanvasAgg(figure)
-    for axis, (name, points) in zip(figure.subplots(1, len(series), squeeze=False)[0], series.items(), strict=True):
-        steps, values = zip(*sorted(points), strict=True)
-        axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3)
+    for axis, (name, lines) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels.items(), strict=True):
+        for label, points in lines.items():
+            steps, values = zip(*sorted(points), strict=True)
+            axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label or None)
+        if "" not in lines:
+            axis.legend(fontsize="small")
         axis.set_title(name)
         axis.set_xlabel(xlabel)
         axis.grid(alpha=0.3)

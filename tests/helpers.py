@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,13 @@ def run_module(module: str, args: list[str], timeout: float = 600) -> subprocess
         timeout=timeout,
         env=env,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_pair(root: Path, split: str, name: str, image: np.ndarray, mask: np.ndarray, mask_ext: str = ".png") -> None:

@@ -65,7 +65,9 @@ def find_pairs(root: str | Path, split: str, check_sizes: bool = True) -> list[P
         for pair in pairs:
             image_wh, mask_wh = image_size(pair.image), image_size(pair.mask)
             if image_wh != mask_wh:
-                mismatched.append(f"{pair.mask} is {mask_wh[0]}x{mask_wh[1]} but {pair.image.name} is {image_wh[0]}x{image_wh[1]}")
+                mismatched.append(
+                    f"{pair.mask} is {mask_wh[0]}x{mask_wh[1]} but {pair.image.name} is {image_wh[0]}x{image_wh[1]}"
+                )
         if mismatched:
             problems.append(f"{len(mismatched)} masks differ in size from their image: {_listing(mismatched, 5)}")
     if problems:

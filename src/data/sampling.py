@@ -15,7 +15,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     Starting mid-epoch (`start`) skips indices without loading them, which is how an interrupted
     run resumes on the batch it would have seen next. With `world_size > 1` each rank takes every
-    `world_size`-th index of the same order.
+    `world_size`-th index of the same order, so rank r's k-th batch is part of the k-th batch of
+    a single process with a batch `world_size` times larger. Every rank gets the same number of
+    samples (the last `size % world_size` of each epoch's order are left out), as data-parallel
+    processes step in lockstep.
     """
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
@@ -31,11 +34,16 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = torch.randperm(self.size, generator=torch_generator(derive_seed(self.seed, self.epoch)))
         else:
             order = torch.arange(self.size)
-        return order[self.rank :: self.world_size].tolist()
+        return order[: self.num_samples * self.world_size][self.rank :: self.world_size].tolist()
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch for this rank."""
+        return self.size // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for index in self._order()[self.start :]:
             yield index, derive_seed(self.seed, self.epoch, index)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world_size)) - self.start
+        return self.num_samples - self.start

@@ -1,7 +1,8 @@
 """Images with instance masks at model resolution, for training and validation.
 
-Each item holds the image (uint8, normalised later on the device), one boolean mask per object and,
-for validation, fixed prompts and the masks at the original resolution, where metrics are computed.
+Each item holds the image (uint8, normalised later on the device), one boolean mask per object with
+the seed of its training-prompt stream and, for validation, fixed prompts and the masks at the
+original resolution, where metrics are computed.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class SegmentationDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(small_image)).permute(2, 0, 1),
             "masks": masks,
             "index": index,
+            # each object's prompts come from its own stream, whichever batch or process it lands in
+            "prompt_seeds": [derive_seed(seed, int(obj)) for obj in objects],
         }
         if self.prompt_mode is not None:
             prompts = fixed_prompts(masks, self.prompt_mode, torch_generator(seed))
@@ -116,6 +119,7 @@ def collate_segmentation(items: list[dict[str, Any]]) -> dict[str, Any]:
             [torch.full((len(item["masks"]),), row, dtype=torch.long) for row, item in enumerate(items)]
         ),
         "index": torch.tensor([item["index"] for item in items]),
+        "prompt_seeds": [seed for item in items for seed in item["prompt_seeds"]],
     }
     if "points" in items[0]:
         batch["points"] = torch.cat([item["points"] for item in items])

@@ -18,14 +18,26 @@ from skimage import data as skdata
 from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
-from src.utils.atomic import atomic_dir
+from src.utils.atomic import atomic_dir, file_lock
 
 log = logging.getLogger(__name__)
 
 # Photos bundled in the scikit-image wheel (public domain / CC0), usable offline.
 PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
-    "retina", "camera", "coins", "brick", "grass", "gravel", "moon", "clock",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "camera",
+    "coins",
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
+    "clock",
 )
 SHAPES = ("ellipse", "rectangle", "polygon")
 SPEC_FILE = "synthetic.json"
@@ -118,27 +130,35 @@ def ensure_synthetic_dataset(
     """Write the synthetic dataset to `root` unless the same one is already there; return `root`."""
     root = Path(root)
     spec = {
-        "num_train": num_train, "num_val": num_val, "image_size": image_size, "min_shapes": min_shapes,
-        "max_shapes": max_shapes, "min_size": min_size, "max_size": max_size, "seed": seed,
+        "num_train": num_train,
+        "num_val": num_val,
+        "image_size": image_size,
+        "min_shapes": min_shapes,
+        "max_shapes": max_shapes,
+        "min_size": min_size,
+        "max_size": max_size,
+        "seed": seed,
     }
-    marker = root / SPEC_FILE
-    if marker.is_file() and json.loads(marker.read_text()) == spec:
+    with file_lock(root.parent / ".locks" / root.name):  # parallel jobs of a sweep generate it once
+        marker = root / SPEC_FILE
+        if marker.is_file() and json.loads(marker.read_text()) == spec:
+            return root
+        if root.exists() and any(root.iterdir()) and not marker.is_file():
+            raise DataError(
+                f"{root} exists and holds files that are not a synthetic dataset ({SPEC_FILE} is missing); "
+                "point dataset.root at an empty or new folder"
+            )
+        log.info("generating the synthetic dataset in %s (%d train, %d val images)", root, num_train, num_val)
+        with atomic_dir(root) as tmp:
+            for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+                (tmp / "images" / split).mkdir(parents=True)
+                (tmp / "masks" / split).mkdir(parents=True)
+                for i in tqdm(range(count), desc=f"synthetic {split}", leave=False):
+                    rng = np.random.default_rng([seed, split_id, i])
+                    image, ids = make_sample(rng, image_size, min_shapes, max_shapes, min_size, max_size)
+                    name = f"{split}_{i:04d}"
+                    jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
+                    cv2.imwrite(str(tmp / "images" / split / f"{name}.jpg"), image[..., ::-1], jpeg)
+                    cv2.imwrite(str(tmp / "masks" / split / f"{name}.png"), ids)
+            (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
         return root
-    if root.exists() and any(root.iterdir()) and not marker.is_file():
-        raise DataError(
-            f"{root} exists and holds files that are not a synthetic dataset ({SPEC_FILE} is missing); "
-            "point dataset.root at an empty or new folder"
-        )
-    log.info("generating the synthetic dataset in %s (%d train, %d val images)", root, num_train, num_val)
-    with atomic_dir(root) as tmp:
-        for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
-            (tmp / "images" / split).mkdir(parents=True)
-            (tmp / "masks" / split).mkdir(parents=True)
-            for i in tqdm(range(count), desc=f"synthetic {split}", leave=False):
-                rng = np.random.default_rng([seed, split_id, i])
-                image, ids = make_sample(rng, image_size, min_shapes, max_shapes, min_size, max_size)
-                name = f"{split}_{i:04d}"
-                cv2.imwrite(str(tmp / "images" / split / f"{name}.jpg"), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-                cv2.imwrite(str(tmp / "masks" / split / f"{name}.png"), ids)
-        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
-    return root

@@ -17,6 +17,9 @@ from torch.utils.data import Dataset
 class StepOutput:
     losses: dict[str, torch.Tensor]  # "loss" is minimised; the other terms are logged
     counts: dict[str, int] = field(default_factory=dict)  # e.g. images, prompts: logged as throughput
+    # how many items "loss" is a mean over: data-parallel processes are weighted by it, so that
+    # their combined gradient is that of the mean over all their items, as in one process
+    loss_weight: float = 1.0
 
 
 @dataclass

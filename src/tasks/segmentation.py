@@ -19,8 +19,9 @@ from src.metrics import MeanMetrics
 from src.models.checkpoint_source import resolve_checkpoint
 from src.models.sam2_build import apply_sam2_weights, build_sam2_model, load_sam2_weights
 from src.models.sam2_model import Sam2Model
-from src.prompts import Prompts, PromptSampler
+from src.prompts import ObjectGenerators, Prompts, PromptSampler
 from src.tasks.base import Evaluation, StepOutput, to_device
+from src.utils.distributed import sum_over_ranks
 from src.visualize import caption, draw_prompts, grid, overlay_masks
 
 
@@ -37,11 +38,19 @@ class PromptableSegmenter(nn.Module):
         self.model, self.loss, self.sampler = model, loss, sampler
 
     def forward(
-        self, images: torch.Tensor, masks: torch.Tensor, image_index: torch.Tensor, generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        image_index: torch.Tensor,
+        prompt_seeds: list[int],
+        generator: torch.Generator,
     ) -> tuple[dict[str, torch.Tensor], int]:
+        """`generator` picks the prompt kind for the whole step; each object's clicks and box jitter come
+        from its own stream (`prompt_seeds`), so they do not depend on how a batch is split."""
         features = self.model.encode(images)
         size = (self.model.image_size, self.model.image_size)
-        prompts = self.sampler.initial(masks, self.sampler.choose_mode(generator), generator)
+        streams = ObjectGenerators(prompt_seeds)
+        prompts = self.sampler.initial(masks, self.sampler.choose_mode(generator), streams)
         rounds = 1 + self.sampler.correction_clicks
         rows = torch.arange(masks.shape[0], device=masks.device)
         totals: dict[str, torch.Tensor] = {}
@@ -55,7 +64,7 @@ class PromptableSegmenter(nn.Module):
                 totals[name] = totals.get(name, 0) + value / rounds
             if round_index + 1 < rounds:
                 best = out.iou_pred.argmax(dim=1)
-                prompts = self.sampler.correct(masks, logits[rows, best].detach() > 0, prompts, generator)
+                prompts = self.sampler.correct(masks, logits[rows, best].detach() > 0, prompts, streams)
                 mask_input = out.low_res_logits[rows, best].unsqueeze(1).detach()
         return totals, masks.shape[0] * rounds
 
@@ -116,8 +125,10 @@ class SegmentationTask:
     def training_step(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput | None:
         if batch["masks"].shape[0] == 0:
             return None
-        losses, prompts = module(batch["images"], batch["masks"], batch["image_index"], generator)
-        return StepOutput(losses, {"images": int(batch["images"].shape[0]), "prompts": prompts})
+        masks = batch["masks"]
+        losses, prompts = module(batch["images"], masks, batch["image_index"], batch["prompt_seeds"], generator)
+        counts = {"images": int(batch["images"].shape[0]), "prompts": prompts}
+        return StepOutput(losses, counts, loss_weight=float(masks.shape[0]))  # the loss is a mean over objects
 
     def evaluate(
         self,
@@ -164,7 +175,8 @@ class SegmentationTask:
                     int(self.tcfg.validation.num_sample_images) - len(tiles),
                 )
             )
-        summary = metrics.compute()
+        summary = metrics.compute()  # over all processes' objects in a data-parallel run
+        loss_sum, objects = sum_over_ranks([loss_sum, objects])
         summary["loss"] = loss_sum / max(objects, 1)
         return Evaluation(metrics=summary, image=grid(tiles) if tiles else None)
 

@@ -2,11 +2,19 @@
 
 It owns what every run needs: optimizer and schedule, gradient accumulation and clipping, mixed
 precision, periodic validation with early stopping, best/last checkpoints, resume, NaN guards,
-progress bars and MLflow logging. What is learned comes from the task (`src.tasks.base.Task`).
+progress bars and MLflow logging, data parallelism over processes, and a clean stop with a
+checkpoint on preemption signals. What is learned comes from the task (`src.tasks.base.Task`).
+
+Data-parallel runs (torchrun, or several SLURM tasks): each process trains on its shard of every
+batch, gradients are averaged during backward (DDP), validation metrics are reduced over all
+processes, and rank 0 alone logs to MLflow and writes files. With the same global batch, the run
+follows the same path as a single process: each object's prompts come from its own seed, the loss
+is weighted by each process's share of objects, and the shards of a batch together are that batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -23,13 +31,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from src.data.sampling import EpochSampler
-from src.errors import ConfigError, TrainingDiverged
+from src.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from src.tasks.base import StepOutput, Task, to_device
 from src.tracking import MlflowTracker, flatten
 from src.training.checkpointing import CheckpointDir, find_checkpoint_dir, weights_file
 from src.training.optim import build_optimizer, current_lr, eval_weights, is_schedule_free
+from src.training.stop_signals import StopSignals
 from src.utils.checkpoint_io import read_checkpoint
 from src.utils.device import autocast
+from src.utils.distributed import World, any_rank, barrier, data_parallel, gather_from_ranks, sum_over_ranks
 from src.utils.seeding import derive_seed, torch_generator
 from src.visualize import plot_curves, save_png
 
@@ -55,13 +65,15 @@ class Trainer:
         self,
         cfg: DictConfig,
         task: Task,
-        tracker: MlflowTracker,
+        tracker: MlflowTracker | None,  # None on data-parallel processes other than rank 0
         run_dir: str | Path,
         device: torch.device,
         amp_dtype: torch.dtype | None,
+        world: World | None = None,
     ):
         self.cfg, self.tcfg = cfg, cfg.trainer
         self.task, self.tracker = task, tracker
+        self.world = world or World()
         self.run_dir = Path(run_dir)
         self.device, self.amp_dtype = device, amp_dtype
         self.ckpt = CheckpointDir(self.run_dir / "checkpoints")
@@ -72,7 +84,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _loaders(self) -> tuple[DataLoader, EpochSampler, DataLoader]:
+        if not self.world.is_main:
+            barrier()  # rank 0 prepares the data first (e.g. generates it); the others then read it
         train_set, val_set = self.task.datasets()
+        if self.world.is_main:
+            barrier()
         workers = int(self.cfg.data.num_workers)
         common = {
             "collate_fn": self.task.collate,
@@ -80,9 +96,13 @@ class Trainer:
             "pin_memory": self.device.type == "cuda",
             "persistent_workers": workers > 0,
         }
-        sampler = EpochSampler(len(train_set), seed=int(self.tcfg.seed))
+        rank, world_size = self.world.rank, self.world.world_size
+        sampler = EpochSampler(len(train_set), seed=int(self.tcfg.seed), rank=rank, world_size=world_size)
+        if sampler.num_samples == 0:
+            raise DataError(f"{len(train_set)} training images cannot be shared by {world_size} processes")
         train = DataLoader(train_set, batch_size=int(self.tcfg.batch_size), sampler=sampler, **common)
-        val = DataLoader(val_set, batch_size=int(self.tcfg.batch_size), shuffle=False, **common)
+        val_shard = range(rank, len(val_set), world_size)  # plain indices: the same fixed prompts on any split
+        val = DataLoader(val_set, batch_size=int(self.tcfg.batch_size), sampler=list(val_shard), **common)
         return train, sampler, val
 
     def _resume_source(self) -> CheckpointDir | None:
@@ -123,7 +143,7 @@ class Trainer:
         self.optimizer = build_optimizer(instantiate(self.cfg.optimizer, _convert_="all"), self.params)
         self.train_loader, self.sampler, self.val_loader = self._loaders()
         batch_size, accumulate = int(self.tcfg.batch_size), int(self.tcfg.accumulate_grad_batches)
-        self.batches_per_epoch = math.ceil(self.sampler.size / batch_size)
+        self.batches_per_epoch = math.ceil(self.sampler.num_samples / batch_size)
         steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)
         self.total_steps = int(self.tcfg.max_epochs) * steps_per_epoch
         if self.tcfg.max_steps is not None:
@@ -132,39 +152,44 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         state = self._restore()
+        # after restoring, so that every process starts from the same weights
+        self.trained = data_parallel(self.module, self.device, bool(self.tcfg.distributed.find_unused_parameters))
         if is_schedule_free(self.optimizer):
             self.optimizer.train()
         self._start_tracking(state, run_name, tags)
         log.info(
-            "training %d steps (%d per epoch, batch %d x %d accumulated) on %s; run folder %s",
+            "training %d steps (%d per epoch, batch %d x %d accumulated x %d processes) on %s; run folder %s",
             self.total_steps,
             steps_per_epoch,
             batch_size,
             accumulate,
+            self.world.world_size,
             self.device,
             self.run_dir,
         )
         status = "FAILED"
-        try:
-            if state.step == 0 and self.tcfg.eval_at_start:
-                self._evaluate(state, save=False)
-            stop_reason = self._loop(state)
-            if state.last_eval_step != state.step:
-                stop_reason = self._evaluate(state) or stop_reason
-            self._finish_artifacts()
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        except TrainingDiverged as err:
-            kept = (
-                f"the last good checkpoint is {self.ckpt.last}"
-                if self.ckpt.last.exists()
-                else "no checkpoint was written"
-            )
-            raise TrainingDiverged(f"{err}; {kept}. Lower optimizer.lr or set trainer.gradient_clip_norm") from err
-        finally:
-            self.tracker.finish(status)
+        with StopSignals(self.tcfg.stop_signals) as self.stop_signals:
+            try:
+                if state.step == 0 and self.tcfg.eval_at_start:
+                    self._evaluate(state, save=False)
+                stop_reason = self._loop(state)
+                if state.last_eval_step != state.step:
+                    stop_reason = self._evaluate(state) or stop_reason
+                self._finish_artifacts(state)
+                status = "FINISHED"
+            except (KeyboardInterrupt, TrainingInterrupted):
+                status = "KILLED"
+                raise
+            except TrainingDiverged as err:
+                kept = (
+                    f"the last good checkpoint is {self.ckpt.last}"
+                    if self.ckpt.last.exists()
+                    else "no checkpoint was written"
+                )
+                raise TrainingDiverged(f"{err}; {kept}. Lower optimizer.lr or set trainer.gradient_clip_norm") from err
+            finally:
+                if self.world.is_main:
+                    self.tracker.finish(status)
         log.info(
             "done (%s): best %s = %s at step %s; checkpoints in %s",
             stop_reason or "all steps run",
@@ -181,24 +206,37 @@ class Trainer:
         meter = _Meter()
         stop_reason = None
         self.module.train()
-        bar = tqdm(total=self.total_steps, initial=state.step, desc="train", dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=state.step,
+            desc="train",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=not self.world.is_main,
+        )
         while state.step < self.total_steps and stop_reason is None:
             self.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * batch_size)
             bar.set_description(f"epoch {state.epoch}")
             for batch in self.train_loader:
+                # the same on every process: all of a step's shards draw the same prompt kind
                 seed = derive_seed(int(self.tcfg.seed), state.epoch, state.batch_in_epoch)
-                meter.add(self._micro_step(batch, torch_generator(seed, self.device), accumulate, state))
                 state.batch_in_epoch += 1
-                if state.batch_in_epoch % accumulate and state.batch_in_epoch < self.batches_per_epoch:
+                ends_step = not state.batch_in_epoch % accumulate or state.batch_in_epoch >= self.batches_per_epoch
+                meter.add(self._micro_step(batch, torch_generator(seed, self.device), accumulate, ends_step, state))
+                if not ends_step:
                     continue
                 meter.add_step(*self._optimizer_step())
                 state.step += 1
                 bar.update(1)
                 if state.step % log_every == 0:
-                    self.tracker.log_metrics(meter.summary(state.epoch), state.step)
+                    summary = meter.summary(state.epoch)
+                    if self.world.is_main:
+                        self.tracker.log_metrics(summary, state.step)
                     bar.set_postfix(loss=f"{meter.last_loss:.4f}", best=state.best_metric)
                 if eval_every and state.step % int(eval_every) == 0:
                     stop_reason = self._evaluate(state)
+                if any_rank(self.stop_signals.received is not None):
+                    self._stop_on_signal(state)
                 if state.step >= self.total_steps or stop_reason:
                     break
             if state.batch_in_epoch >= self.batches_per_epoch:
@@ -208,18 +246,20 @@ class Trainer:
         bar.close()
         return stop_reason
 
-    def _micro_step(self, batch, generator: torch.Generator, accumulate: int, state: TrainState) -> StepOutput | None:
+    def _micro_step(
+        self, batch, generator: torch.Generator, accumulate: int, ends_step: bool, state: TrainState
+    ) -> StepOutput | None:
+        """Forward and backward of one micro-batch; processes synchronise gradients only before a step."""
         batch = to_device(batch, self.device)
-        with self.autocast():
-            out = self.task.training_step(self.module, batch, generator)
-        if out is None:
-            return None
-        loss = out.losses["loss"]
-        if not torch.isfinite(loss):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.losses.items())
-            raise TrainingDiverged(f"the loss became {loss.item()} at step {state.step + 1} ({terms})")
-        self.scaler.scale(loss / accumulate).backward()
-        return StepOutput({k: v.detach() for k, v in out.losses.items()}, out.counts)
+        no_sync = self.trained.no_sync if self.world.distributed and not ends_step else contextlib.nullcontext
+        with no_sync():
+            with self.autocast():
+                out = self.task.training_step(self.trained, batch, generator)
+            loss = data_parallel_loss(out, self.world, state.step + 1)
+            if loss is None:
+                return None
+            self.scaler.scale(loss / accumulate).backward()
+        return StepOutput({k: v.detach() for k, v in out.losses.items()}, out.counts, out.loss_weight)
 
     def _optimizer_step(self) -> tuple[float, float | None]:
         """One update; returns the lr it used and the gradient norm before clipping."""
@@ -249,10 +289,11 @@ class Trainer:
                     f"trainer.early_stopping.monitor={self.monitor!r} is not a validation metric; "
                     f"available: {', '.join(sorted(metrics))}"
                 )
-            self.tracker.log_metrics(metrics, state.step)
-            if result.image is not None:
-                path = save_png(result.image, self.run_dir / "samples" / f"step_{state.step:06d}.png")
-                self.tracker.log_artifact(path, "samples")
+            if self.world.is_main:
+                self.tracker.log_metrics(metrics, state.step)
+                if result.image is not None:
+                    path = save_png(result.image, self.run_dir / "samples" / f"step_{state.step:06d}.png")
+                    self.tracker.log_artifact(path, "samples")
             log.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             if not save:
                 return None
@@ -272,7 +313,22 @@ class Trainer:
             return f"early stopping: {self.monitor} did not improve for {patience} evaluations"
         return None
 
+    def _stop_on_signal(self, state: TrainState) -> None:
+        """A stop signal reached a process: save where every process is, then stop all of them."""
+        with eval_weights(self.optimizer):
+            self._save(state, {}, is_best=False)
+        barrier()  # no process exits before the checkpoint is complete
+        received = self.stop_signals.received.name if self.stop_signals.received else "a signal to another process"
+        log.warning("%s: checkpoint saved after step %d, stopping", received, state.step)
+        raise TrainingInterrupted(
+            f"stopped by {received} after step {state.step}; the checkpoint in {self.ckpt.directory} continues the "
+            "run (and its MLflow run) when the same command runs in the same run folder, as a requeued job does"
+        )
+
     def _save(self, state: TrainState, metrics: dict[str, float], is_best: bool) -> None:
+        """Checkpoint (rank 0 alone writes; every process holds the same weights)."""
+        if not self.world.is_main:
+            return
         weights = self.task.export_weights()
         weights["meta"] = {
             **weights.get("meta", {}),
@@ -324,8 +380,11 @@ class Trainer:
         return TrainState()
 
     def _start_tracking(self, state: TrainState, run_name: str, tags: dict[str, str]) -> None:
+        if not self.world.is_main:
+            return
         if state.mlflow_run_id:
             state.mlflow_run_id = self.tracker.start(run_name, tags, run_id=state.mlflow_run_id)
+            self.tracker.set_tags(tags)  # where this part of the run ran (e.g. a requeued job's restart count)
             return
         state.mlflow_run_id = self.tracker.start(run_name, tags)
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
@@ -334,13 +393,44 @@ class Trainer:
         config_file.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker.log_artifact(config_file, "config")
 
-    def _finish_artifacts(self) -> None:
-        """Best weights and a picture of the learning curves, as MLflow artifacts."""
+    def _finish_artifacts(self, state: TrainState) -> None:
+        """The best value (what sweeps compare), best weights and a picture of the learning curves."""
+        if not self.world.is_main:
+            return
+        if state.best_metric is not None:
+            best = {f"best/{self.monitor}": state.best_metric, "best/step": state.best_step}
+            self.tracker.log_metrics(best, state.step)
         if self.ckpt.best.exists():
             self.tracker.log_artifact(self.ckpt.best, "checkpoints")
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})
         if curves is not None:
             self.tracker.log_artifact(save_png(curves, self.run_dir / "samples" / "curves.png"), "samples")
+
+
+def data_parallel_loss(out: StepOutput | None, world: World, step: int) -> torch.Tensor | None:
+    """The loss to back-propagate for step `step`, checked on every process; None: nothing to learn from.
+
+    Processes are weighted by their share of the items the loss averages over (`loss_weight`), so
+    that DDP's average over processes is the gradient of the mean over all their items: the
+    gradient one process would compute on the whole batch.
+    """
+    weight = out.loss_weight if out is not None else 0.0
+    finite = out is None or bool(torch.isfinite(out.losses["loss"]))
+    total_weight, empty, diverged = sum_over_ranks([weight, float(out is None), float(not finite)])
+    if diverged:
+        if finite:
+            raise TrainingDiverged(f"the loss became non-finite on another process at step {step}")
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.losses.items())
+        raise TrainingDiverged(f"the loss became {out.losses['loss'].item()} at step {step} ({terms})")
+    if not world.distributed:
+        return None if out is None else out.losses["loss"]
+    if empty:
+        raise DataError(
+            f"a training batch with no object to learn from at step {step}: data-parallel processes must all "
+            "step together; check the dataset for images without objects, lower task.min_object_area, or raise "
+            "trainer.batch_size"
+        )
+    return out.losses["loss"] * (weight * world.world_size / total_weight)
 
 
 class _Meter:
@@ -373,9 +463,19 @@ class _Meter:
             self.grad_norms.append(grad_norm)
 
     def summary(self, epoch: int) -> dict[str, float]:
+        """Means since the last summary; over all processes in a data-parallel run (which all call this)."""
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        metrics = {f"train/{k}": v / max(self.micro_batches, 1) for k, v in self.sums.items()}
-        metrics.update({f"train/{k}_per_s": v / elapsed for k, v in self.counts.items()})
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        micro_batches = 0
+        for part_sums, part_counts, part_batches in gather_from_ranks((self.sums, self.counts, self.micro_batches)):
+            micro_batches += part_batches
+            for name, value in part_sums.items():
+                sums[name] += value
+            for name, value in part_counts.items():
+                counts[name] += value
+        metrics = {f"train/{k}": v / max(micro_batches, 1) for k, v in sums.items()}
+        metrics.update({f"train/{k}_per_s": v / elapsed for k, v in counts.items()})
         if self.grad_norms:
             metrics["train/grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
         metrics.update({"train/lr": self.lr, "train/epoch": float(epoch)})

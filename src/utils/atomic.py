@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -55,3 +56,19 @@ def write_text_atomic(text: str, dest: str | os.PathLike) -> Path:
     with atomic_path(dest) as tmp:
         tmp.write_text(text)
     return Path(dest)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """One process at a time inside the block (e.g. parallel jobs of a sweep preparing the same data).
+
+    The lock is on `path`, created if missing; it is released when the block ends or the process dies.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
