@@ -39,3 +39,26 @@ def test_bad_schemes_name_the_key():
         LandmarkScheme.from_config({k: v for k, v in good.items() if k != "left_eye"})
     with pytest.raises(FileNotFoundError, match="known: \\['anime_face_28'\\]"):
         load_scheme("no_such_scheme")
+
+
+def test_annotation_round_trip_and_errors(tmp_path):
+    from src.errors import DataError
+    from src.landmarks.annotations import LandmarkAnnotation, annotation_path, load_annotation, save_annotation
+
+    scheme = load_scheme("anime_face_28")
+    points = [(i + 0.25, 2.0 * i) for i in range(28)]
+    ann = LandmarkAnnotation("raw/site/cat.jpg", 640, 480, scheme.name, points, True, "alice")
+    path = save_annotation(ann, tmp_path)
+    assert path == annotation_path(tmp_path, "raw/site/cat.jpg") == tmp_path / "cat.json"
+    loaded = load_annotation(path, scheme)
+    assert loaded.points == points and loaded.width == 640 and loaded.updated_at
+    ann.points = points[:5]
+    save_annotation(ann, tmp_path)
+    with pytest.raises(DataError, match=r"cat\.json: 5 points"):
+        load_annotation(path, scheme)
+    ann.complete = False
+    save_annotation(ann, tmp_path)
+    assert len(load_annotation(path, scheme).points) == 5
+    path.write_text("{")
+    with pytest.raises(DataError, match="not a readable annotation"):
+        load_annotation(path)
