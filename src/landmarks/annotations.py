@@ -75,5 +75,7 @@ def load_annotation(path: Path, scheme: LandmarkScheme | None = None) -> Landmar
             raise DataError(f"{path}: scheme {annotation.scheme!r}, expected {scheme.name!r}")
         expected = scheme.num_points if annotation.complete else None
         if len(points) > scheme.num_points or (expected is not None and len(points) != expected):
-            raise DataError(f"{path}: {len(points)} points; a complete {scheme.name} annotation has {scheme.num_points}")
+            raise DataError(
+                f"{path}: {len(points)} points; a complete {scheme.name} annotation has {scheme.num_points}"
+            )
     return annotation
