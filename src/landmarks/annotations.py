@@ -9,6 +9,8 @@
                                        # while `complete` is false (the annotator resumes there)
      "complete": true,
      "annotator": "alice", "updated_at": "2026-12-01T23:40:00+00:00"}
+
+The annotation tool (`python -m src.annotate`) writes these files; the landmark task reads them.
 """
 
 from __future__ import annotations
@@ -75,5 +77,7 @@ def load_annotation(path: Path, scheme: LandmarkScheme | None = None) -> Landmar
             raise DataError(f"{path}: scheme {annotation.scheme!r}, expected {scheme.name!r}")
         expected = scheme.num_points if annotation.complete else None
         if len(points) > scheme.num_points or (expected is not None and len(points) != expected):
-            raise DataError(f"{path}: {len(points)} points; a complete {scheme.name} annotation has {scheme.num_points}")
+            raise DataError(
+                f"{path}: {len(points)} points; a complete {scheme.name} annotation has {scheme.num_points}"
+            )
     return annotation
