@@ -57,13 +57,15 @@ def list_images(root: Path, image_dir: str | Path | None, splits: Sequence[str])
         if listed:
             return sorted(listed)
         folder, key = root / "raw", "dataset.root"
+        hint = (
+            f"expected split lists ({', '.join(f'{s}.txt' for s in splits)}) in {root} or images below {folder}: "
+            "crawl first (python -m src.prepare dataset=animal ...) or give image_dir=FOLDER"
+        )
     else:
         folder, key = Path(image_dir).expanduser(), "image_dir"
+        hint = "expected a folder of images"
     if not folder.is_dir():
-        raise DataError(
-            f"{key}: {folder} does not exist; expected a folder of images (or split lists "
-            f"{', '.join(f'{s}.txt' for s in splits)} in {root})"
-        )
+        raise DataError(f"{key}: {folder} does not exist; {hint}")
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise DataError(f"{key}: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")

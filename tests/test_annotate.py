@@ -13,6 +13,7 @@ from PIL import Image
 
 from src.annotation import AnnotationSession, LazyPredictor, list_images
 from src.config import PROJECT_ROOT
+from src.data.layout import find_pairs
 from src.errors import DataError, PromptError
 from src.inference import load_predictor
 from src.landmarks.annotations import LandmarkAnnotation, load_annotation, save_annotation
@@ -115,10 +116,12 @@ def test_which_images_and_clear_errors(root, tmp_path):
     for split in ("train", "val"):
         (root / f"{split}.txt").unlink()
     assert len(list_images(root, None, ["train", "val"])) == 4  # no lists yet: everything under raw/
+    with pytest.raises(DataError, match=r"dataset.root: .*empty/raw does not exist; expected split lists"):
+        list_images(tmp_path / "empty", None, ["train"])
     outside = tmp_path / "elsewhere"
     shutil.copytree(root / "raw" / "site", outside)
     assert list_images(root, outside, ["train"])[0] == str(outside / "1_done.png")  # absolute: not below root
-    with pytest.raises(DataError, match=r"image_dir: .*nope does not exist"):
+    with pytest.raises(DataError, match=r"image_dir: .*nope does not exist; expected a folder of images$"):
         list_images(root, tmp_path / "nope", ["train"])
     save_annotation(LandmarkAnnotation("raw/site/2_small.png", 10, 10, SCHEME.name, [], False), root / "annotated")
     with pytest.raises(DataError, match=r"2_small.json: made for a 10x10 image, but .*2_small.png is 64x48"):
@@ -156,6 +159,7 @@ def test_mask_mode_loads_sam2_on_first_use_and_writes_the_dataset_layout(root):
     assert saved.dtype == np.uint8 and np.array_equal(saved > 0, mask) and set(np.unique(saved)) <= {0, 255}
     copied = root / "images" / "train" / "2_small.png"
     assert copied.read_bytes() == (root / "raw" / "site" / "2_small.png").read_bytes()
+    assert [pair.name for pair in find_pairs(root, "train")] == ["2_small"]  # what segmentation training reads
     s.go(3)  # 4_large is listed in val.txt
     assert s.mask_files()[1] == root / "masks" / "val" / "4_large.png"
     (root / "val.txt").write_text("")

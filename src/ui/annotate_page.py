@@ -77,6 +77,7 @@ class AnnotatePage:
 
     def __init__(self, new_session: Callable[[], AnnotationSession], max_side: int):
         self.new_session, self.max_side = new_session, int(max_side)
+        self._last_scaled: tuple[Any, np.ndarray | None] = (None, None)
 
     def open(self) -> tuple[Any, ...]:
         try:
@@ -138,11 +139,18 @@ class AnnotatePage:
     def _shown_size(self, session: AnnotationSession) -> tuple[int, int]:
         return display_size(*session.size, self.max_side)
 
+    def _scaled(self, session: AnnotationSession, shown: tuple[int, int]) -> np.ndarray:
+        """The image at the shown size, kept while the page stays on it (a large image is resized once)."""
+        if shown == session.size:
+            return session.image
+        key = (session.path, shown)
+        if self._last_scaled[0] != key:
+            self._last_scaled = (key, cv2.resize(session.image, shown, interpolation=cv2.INTER_AREA))
+        return self._last_scaled[1]
+
     def _show(self, session: AnnotationSession, mode: str, note: str = "") -> tuple[Any, ...]:
         shown = self._shown_size(session)
-        picture = (
-            session.image if shown == session.size else cv2.resize(session.image, shown, interpolation=cv2.INTER_AREA)
-        )
+        picture = self._scaled(session, shown)
         if mode == MASK:
             picture, what = self._draw_mask(session, picture, shown)
         else:
