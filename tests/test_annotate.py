@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,15 @@ from src.errors import DataError, PromptError
 from src.inference import load_predictor
 from src.landmarks.annotations import LandmarkAnnotation, load_annotation, save_annotation
 from src.landmarks.scheme import load_scheme
-from src.ui.annotate_page import display_size, to_image_pixels, to_shown_pixels
+from src.ui.annotate_page import (
+    FOREGROUND,
+    LANDMARKS,
+    MASK,
+    AnnotatePage,
+    display_size,
+    to_image_pixels,
+    to_shown_pixels,
+)
 from tests.browser import browser_page, click_image, free_port, require_chromium, served, wait_for_image
 from tests.helpers import compose_config
 
@@ -137,6 +146,20 @@ def test_shown_pixels_map_back_to_image_pixels_exactly():
     for x, y in rng.uniform(0, 1000, (20, 2)):
         back = to_image_pixels(*to_shown_pixels(x, y, (1001, 777), (640, 497)), (1001, 777), (640, 497))
         assert np.allclose(back, (x, y))
+
+
+def test_page_handlers_clamp_edge_clicks_and_show_mistakes_in_the_status(root):
+    page = AnnotatePage(lambda: session(root), max_side=800)
+    s, _, text = page.open()
+    s.go(3)  # 4_large, shown at 800x450
+    s, picture, text = page.click(s, LANDMARKS, FOREGROUND, gr.SelectData(None, {"index": [800, 450], "value": None}))
+    assert s.points == [(1598.5, 898.5)] and picture.shape == (450, 800, 3)  # one past the edge: the last pixel
+    assert "next: point 1 (contour)" in text
+    s.points = [(1.0, 1.0)] * 28
+    _, _, text = page.click(s, LANDMARKS, FOREGROUND, gr.SelectData(None, {"index": [5, 5], "value": None}))
+    assert "PromptError" in text and "all 28 landmarks are placed" in text and len(s.points) == 28
+    _, _, text = page.save(s, MASK)
+    assert "no mask to save" in text
 
 
 def test_mask_mode_loads_sam2_on_first_use_and_writes_the_dataset_layout(root):

@@ -88,7 +88,10 @@ class AnnotatePage:
 
     def click(self, session: AnnotationSession | None, mode: str, kind: str, event: gr.SelectData) -> tuple[Any, ...]:
         def place(s: AnnotationSession) -> str:
-            x, y = to_image_pixels(*event.index, s.size, self._shown_size(s))
+            shown = self._shown_size(s)
+            # a click on the picture's far edge can round to one past its last pixel
+            shown_x, shown_y = (min(max(int(v), 0), side - 1) for v, side in zip(event.index, shown, strict=True))
+            x, y = to_image_pixels(shown_x, shown_y, s.size, shown)
             if mode == MASK:
                 s.mask_click(x, y, positive=kind != BACKGROUND)
             else:
@@ -171,7 +174,8 @@ class AnnotatePage:
         if upcoming is None:
             text = f"all {session.scheme.num_points} points placed: Save"
         else:
-            text = f"next: point {upcoming.index} ({upcoming.group})"
+            swatch = '<span style="color: rgb({}, {}, {}); font-size: 1.4em">&#9679;</span>'.format(*upcoming.color)
+            text = f"{swatch} next: point {upcoming.index} ({upcoming.group})"
         return text + (" · unsaved changes (saved on Next/Previous)" if session.dirty else "")
 
     def _draw_mask(
