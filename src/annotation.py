@@ -15,6 +15,8 @@ so that `python -m src.train dataset=animal task=segmentation` trains on what wa
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,6 @@ from src.inference import Sam2Predictor
 from src.interactive import ClickSession
 from src.landmarks.annotations import LandmarkAnnotation, annotation_path, load_annotation, save_annotation
 from src.landmarks.scheme import LandmarkScheme
-from src.preparation.builder import link_or_copy
 from src.preparation.splits import read_split_lists
 from src.prompts import LABEL_NEGATIVE, LABEL_POSITIVE
 from src.user_input import check_inside
@@ -55,7 +56,7 @@ def list_images(root: Path, image_dir: str | Path | None, splits: Sequence[str])
     if image_dir is None:
         listed = read_split_lists(root, splits)
         if listed:
-            return sorted(listed)
+            return unique_stems(sorted(listed), "the split lists")
         folder, key = root / "raw", "dataset.root"
         hint = (
             f"expected split lists ({', '.join(f'{s}.txt' for s in splits)}) in {root} or images below {folder}: "
@@ -69,7 +70,19 @@ def list_images(root: Path, image_dir: str | Path | None, splits: Sequence[str])
     found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise DataError(f"{key}: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
-    return [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in found]
+    return unique_stems([p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in found], folder)
+
+
+def unique_stems(entries: list[str], where: str | Path) -> list[str]:
+    """`entries`, refused when two share a file name stem: their annotation JSONs would be one file."""
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if (other := seen.setdefault(Path(entry).stem, entry)) != entry:
+            raise DataError(
+                f"{other} and {entry} (in {where}) share the name {Path(entry).stem!r}, so their annotations "
+                "would share a file; rename one"
+            )
+    return entries
 
 
 class LazyPredictor:
@@ -266,9 +279,12 @@ class AnnotationSession:
             if other != image_dest and other.suffix.lower() in IMAGE_SUFFIXES:
                 raise DataError(f"{other} has the name of {self.entry} but another suffix; remove one of them")
         if not image_dest.is_file():
-            with atomic_path(image_dest) as tmp:
-                tmp.unlink()
-                link_or_copy(self.path, tmp)
+            image_dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.path, image_dest)  # one step, and no second copy of the image
+            except OSError:  # another file system, or links not allowed: copy, then rename
+                with atomic_path(image_dest) as tmp:
+                    shutil.copy2(self.path, tmp)
         return save_mask_png(mask, mask_dest)
 
     def saved_mask(self) -> Path | None:

@@ -132,6 +132,10 @@ def test_which_images_and_clear_errors(root, tmp_path):
     assert list_images(root, outside, ["train"])[0] == str(outside / "1_done.png")  # absolute: not below root
     with pytest.raises(DataError, match=r"image_dir: .*nope does not exist; expected a folder of images$"):
         list_images(root, tmp_path / "nope", ["train"])
+    (outside / "sub").mkdir()
+    shutil.copy(outside / "3_wide.png", outside / "sub" / "3_wide.png")
+    with pytest.raises(DataError, match=r"3_wide.png and .*sub/3_wide.png .* share the name '3_wide'"):
+        list_images(root, outside, ["train"])
     save_annotation(LandmarkAnnotation("raw/site/2_small.png", 10, 10, SCHEME.name, [], False), root / "annotated")
     with pytest.raises(DataError, match=r"2_small.json: made for a 10x10 image, but .*2_small.png is 64x48"):
         session(root)
