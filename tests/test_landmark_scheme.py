@@ -31,7 +31,7 @@ def test_round_trip_through_dict():
 
 def test_bad_schemes_name_the_key():
     good = load_scheme("anime_face_28").to_dict()
-    with pytest.raises(ValueError, match=r"groups: every index 0\.\.27"):
+    with pytest.raises(ValueError, match=r"groups: every index 0\.\.28"):
         LandmarkScheme.from_config({**good, "num_points": 29})
     with pytest.raises(ValueError, match="flip_pairs"):
         LandmarkScheme.from_config({**good, "flip_pairs": [[0, 4], [4, 1]]})
