@@ -1,14 +1,14 @@
 """One JSON file per annotated image: the contract between the annotation tool and the landmark task.
 
-    ROOT/annotated/<image stem>.json
-    {"image": "raw/safebooru/x.jpg",   # path relative to the dataset root (as in the split lists)
-     "width": 640, "height": 480,      # the image's true size
-     "scheme": "anime_face_28",
-     "points": [[x, y], ...],          # in image pixels, in landmark order; the centre of the
-                                       # top-left pixel is (0, 0); fewer than the scheme's count
-                                       # while `complete` is false (the annotator resumes there)
-     "complete": true,
-     "annotator": "alice", "updated_at": "2026-12-01T23:40:00+00:00"}
+ROOT/annotated/<image stem>.json
+{"image": "raw/safebooru/x.jpg",   # path relative to the dataset root (as in the split lists)
+ "width": 640, "height": 480,      # the image's true size
+ "scheme": "anime_face_28",
+ "points": [[x, y], ...],          # in image pixels, in landmark order; the centre of the
+                                   # top-left pixel is (0, 0); fewer than the scheme's count
+                                   # while `complete` is false (the annotator resumes there)
+ "complete": true,
+ "annotator": "alice", "updated_at": "2026-12-01T23:40:00+00:00"}
 """
 
 from __future__ import annotations
@@ -75,5 +75,7 @@ def load_annotation(path: Path, scheme: LandmarkScheme | None = None) -> Landmar
             raise DataError(f"{path}: scheme {annotation.scheme!r}, expected {scheme.name!r}")
         expected = scheme.num_points if annotation.complete else None
         if len(points) > scheme.num_points or (expected is not None and len(points) != expected):
-            raise DataError(f"{path}: {len(points)} points; a complete {scheme.name} annotation has {scheme.num_points}")
+            raise DataError(
+                f"{path}: {len(points)} points; a complete {scheme.name} annotation has {scheme.num_points}"
+            )
     return annotation
