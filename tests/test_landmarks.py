@@ -203,3 +203,25 @@ def test_mmpose_checkpoint_keys_land_in_the_timm_hrnet_and_head(tmp_path):
     torch.save({"state_dict": {"unrelated.weight": torch.zeros(1)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="none of its 1 tensors fit"):
         load_backbone_checkpoint(target, tmp_path / "other.pth")
+
+
+def test_sam2_weights_feed_the_landmark_models_image_encoder(tmp_path):
+    from src.models.landmark_model import build_landmark_model
+    from src.models.landmark_weights import load_backbone_checkpoint
+    from src.models.sam2_build import build_sam2_model
+
+    config = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    torch.manual_seed(0)
+    sam = build_sam2_model(config, 64)
+    torch.save({"model": sam.state_dict()}, tmp_path / "sam2.1_hiera_tiny.pt")
+    torch.manual_seed(1)
+    model = build_landmark_model({"name": "tiny", "sam2_config": config, "image_size": 64, "trainable": []}, 28)
+    assert not model.train_backbone and all(not p.requires_grad for p in model.backbone.parameters())
+    report = load_backbone_checkpoint(model, tmp_path / "sam2.1_hiera_tiny.pt")
+    encoder = {k: v for k, v in sam.state_dict().items() if k.startswith("image_encoder.")}
+    assert len(report.loaded) == len(encoder) and not report.unmapped
+    assert all(k.startswith("head.") for k in report.missing)  # the head is new
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[f"backbone.{k}"], v) for k, v in encoder.items())
+    heatmaps = model(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+    assert heatmaps.shape == (2, 28, 16, 16) and model.heatmap_stride == 4

@@ -71,12 +71,16 @@ def ours_to_mmpose(key: str) -> str | None:
     return None
 
 
-def load_mapped(model: LandmarkModel, state: dict[str, torch.Tensor], source: str) -> LoadReport:
-    """Load the tensors that fit after mapping; a file that fits nothing is an error."""
-    own = model.state_dict()
-    mmpose = any(k.startswith(("backbone.", "keypoint_head.")) for k in state) and not any(
-        k.startswith(("backbone.model.", "head.")) for k in state
+def is_mmpose(state: dict[str, torch.Tensor]) -> bool:
+    """mmpose names the head `keypoint_head` and the HRNet's modules directly under `backbone.`."""
+    return any(k.startswith("keypoint_head.") for k in state) or (
+        any(k.startswith("backbone.") for k in state) and not any(k.startswith("backbone.model.") for k in state)
     )
+
+
+def load_mapped(model: LandmarkModel, state: dict[str, torch.Tensor], source: str, mmpose: bool) -> LoadReport:
+    """Load the tensors that fit (after mapping mmpose names); a file that fits nothing is an error."""
+    own = model.state_dict()
     report, mapped = LoadReport(), {}
     for key, value in state.items():
         target = mmpose_to_ours(key) if mmpose else key
@@ -105,8 +109,9 @@ def load_backbone_checkpoint(model: LandmarkModel, path: str | Path) -> LoadRepo
         encoder = {k: v for k, v in state.items() if k.startswith("image_encoder.")}
         if not encoder:
             raise CheckpointError(f"checkpoint {path}: no image_encoder.* tensors; expected a SAM2 checkpoint")
-        state = {f"backbone.{k}": v for k, v in encoder.items()}
-    report = load_mapped(model, state, str(path))
+        report = load_mapped(model, {f"backbone.{k}": v for k, v in encoder.items()}, str(path), mmpose=False)
+    else:
+        report = load_mapped(model, state, str(path), mmpose=is_mmpose(state))
     log.info("landmark model initialised from %s: %s", path, report.summary())
     if report.missing or report.reshaped:
         log.warning(
