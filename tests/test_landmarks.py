@@ -225,3 +225,15 @@ def test_sam2_weights_feed_the_landmark_models_image_encoder(tmp_path):
     assert all(torch.equal(loaded[f"backbone.{k}"], v) for k, v in encoder.items())
     heatmaps = model(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
     assert heatmaps.shape == (2, 28, 16, 16) and model.heatmap_stride == 4
+
+
+def test_a_segmentation_checkpoint_is_refused_by_the_landmark_predictor(tmp_path):
+    from src.landmarks.exported import load_exported
+    from src.landmarks.predictor import LandmarkPredictor
+
+    segmentation = {"model": {}, "meta": {"model": "tiny", "sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml"}}
+    with pytest.raises(CheckpointError, match=r"best\.pt: not a landmark checkpoint"):
+        LandmarkPredictor.from_checkpoint(segmentation, "run/checkpoints/best.pt")
+    torch.save({}, tmp_path / "lonely.pth")
+    with pytest.raises(CheckpointError, match=r"lonely\.yaml"):
+        load_exported(tmp_path / "lonely.pth")

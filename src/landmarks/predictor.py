@@ -48,6 +48,8 @@ class LandmarkPredictor:
             )
         scheme = LandmarkScheme.from_config(meta["scheme"], source=f"{source} meta.scheme")
         model_cfg = dict(meta["model_config"], image_size=meta["image_size"])
+        if "backbone" in model_cfg:  # the weights come from the checkpoint: download nothing
+            model_cfg["backbone"] = dict(model_cfg["backbone"], pretrained=False)
         model = build_landmark_model(model_cfg, scheme.num_points)
         try:
             model.load_state_dict(checkpoint["model"])

@@ -68,7 +68,10 @@ class LandmarkTask:
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         self.cfg, self.tcfg = cfg, cfg.task
-        self.scheme = load_scheme(self.tcfg.scheme)
+        try:
+            self.scheme = load_scheme(self.tcfg.scheme)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"task.scheme={self.tcfg.scheme}: {err}") from err
         self.model = build_landmark_model(cfg.model, self.scheme.num_points)
         self.codec = instantiate(self.tcfg.heatmap, stride=self.model.heatmap_stride)
         self.loss = instantiate(cfg.landmark_loss)
