@@ -237,3 +237,21 @@ def test_a_segmentation_checkpoint_is_refused_by_the_landmark_predictor(tmp_path
     torch.save({}, tmp_path / "lonely.pth")
     with pytest.raises(CheckpointError, match=r"lonely\.yaml"):
         load_exported(tmp_path / "lonely.pth")
+
+
+def test_task_weights_round_trip_and_refuse_another_models_checkpoint(compose_cfg):
+    from src.tasks.landmarks import LandmarkTask
+
+    common = ["dataset=synthetic_faces", "model.image_size=64", "model.checkpoint=null"]
+    torch.manual_seed(0)
+    hrnet = LandmarkTask(compose_cfg([*common, "model=hrnetv2_w18"]), torch.device("cpu"))
+    saved = hrnet.export_weights()
+    assert saved["meta"]["task"] == "landmarks" and saved["meta"]["heatmap"]["stride"] == 4
+    assert saved["meta"]["scheme"]["num_points"] == 28 and saved["meta"]["image_size"] == 64
+    torch.manual_seed(1)
+    again = LandmarkTask(compose_cfg([*common, "model=hrnetv2_w18"]), torch.device("cpu"))
+    again.load_weights(saved, "best.pt")
+    assert all(torch.equal(v, saved["model"][k]) for k, v in again.model.state_dict().items())
+    tiny = LandmarkTask(compose_cfg([*common, "model=tiny"]), torch.device("cpu"))
+    with pytest.raises(CheckpointError, match=r"does not fit the landmark model model=tiny.*trained as hrnetv2_w18"):
+        tiny.load_weights(saved, "best.pt")
