@@ -27,6 +27,17 @@ def check_combination(cfg: DictConfig) -> None:
             "Use optimizer=adamw trainer=cyclic for cyclic rounds, then optimizer=schedulefree trainer=default "
             "trainer.init_from=<previous run> for the Schedule-Free rounds (seed 003's recipe)"
         )
+    task = cfg.task.get("name")
+    if task == "segmentation" and not cfg.model.get("sam2_config"):
+        raise ConfigError(
+            f"model={cfg.model.name} with task=segmentation: {cfg.model.name} is a landmark model (no SAM2 mask "
+            "decoder); use task=landmarks, or a SAM2 size (model=tiny|small|base_plus|large) for segmentation"
+        )
+    if task == "segmentation" and "mask_type" not in cfg.dataset:
+        raise ConfigError(
+            f"dataset={cfg.dataset.name} with task=segmentation: it holds landmark annotations, not masks; "
+            "use task=landmarks"
+        )
 
 
 register_resolvers()

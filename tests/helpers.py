@@ -28,6 +28,20 @@ FAST_RUN = [
     "task.validation.num_sample_images=2",
 ]
 
+# FAST_RUN's equivalent for landmarks: HRNetV2-W18 on the embedded synthetic faces at 64 px.
+LANDMARK_RUN = [
+    "dataset=synthetic_faces",
+    "model=hrnetv2_w18",
+    "model.image_size=64",
+    "data.num_workers=0",
+    "dataset.generate.num_train=16",
+    "dataset.generate.num_val=8",
+    "dataset.generate.num_test=4",
+    "trainer.batch_size=8",
+    "trainer.log_every_steps=2",
+    "task.validation.num_sample_images=2",
+]
+
 # FAST_RUN for a dataset that is not generated (kvasir, manga, animal): without the generator's keys.
 FAST_TRAIN = [o for o in FAST_RUN if not o.startswith("dataset.generate.")]
 

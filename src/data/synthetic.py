@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -139,26 +139,49 @@ def ensure_synthetic_dataset(
         "max_size": max_size,
         "seed": seed,
     }
-    with file_lock(root.parent / ".locks" / root.name):  # parallel jobs of a sweep generate it once
-        marker = root / SPEC_FILE
+    return generate_once(root, spec, SPEC_FILE, "a synthetic dataset", lambda tmp: _write(tmp, **spec))
+
+
+def _write(
+    tmp: Path,
+    num_train: int,
+    num_val: int,
+    image_size: int,
+    min_shapes: int,
+    max_shapes: int,
+    min_size: float,
+    max_size: float,
+    seed: int,
+) -> None:
+    for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        (tmp / "images" / split).mkdir(parents=True)
+        (tmp / "masks" / split).mkdir(parents=True)
+        for i in tqdm(range(count), desc=f"synthetic {split}", leave=False):
+            rng = np.random.default_rng([seed, split_id, i])
+            image, ids = make_sample(rng, image_size, min_shapes, max_shapes, min_size, max_size)
+            name = f"{split}_{i:04d}"
+            jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
+            cv2.imwrite(str(tmp / "images" / split / f"{name}.jpg"), image[..., ::-1], jpeg)
+            cv2.imwrite(str(tmp / "masks" / split / f"{name}.png"), ids)
+
+
+def generate_once(root: Path, spec: dict, spec_file: str, kind: str, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp)` into a fresh folder that replaces `root`, unless `root` already holds the same `spec`.
+
+    One process at a time (parallel jobs of a sweep generate it once); a folder that holds something
+    else is never overwritten; an interrupted run leaves no half-written `root`.
+    """
+    with file_lock(root.parent / ".locks" / root.name):
+        marker = root / spec_file
         if marker.is_file() and json.loads(marker.read_text()) == spec:
             return root
         if root.exists() and any(root.iterdir()) and not marker.is_file():
             raise DataError(
-                f"{root} exists and holds files that are not a synthetic dataset ({SPEC_FILE} is missing); "
+                f"{root} exists and holds files that are not {kind} ({spec_file} is missing); "
                 "point dataset.root at an empty or new folder"
             )
-        log.info("generating the synthetic dataset in %s (%d train, %d val images)", root, num_train, num_val)
+        log.info("generating %s in %s", kind, root)
         with atomic_dir(root) as tmp:
-            for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
-                (tmp / "images" / split).mkdir(parents=True)
-                (tmp / "masks" / split).mkdir(parents=True)
-                for i in tqdm(range(count), desc=f"synthetic {split}", leave=False):
-                    rng = np.random.default_rng([seed, split_id, i])
-                    image, ids = make_sample(rng, image_size, min_shapes, max_shapes, min_size, max_size)
-                    name = f"{split}_{i:04d}"
-                    jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
-                    cv2.imwrite(str(tmp / "images" / split / f"{name}.jpg"), image[..., ::-1], jpeg)
-                    cv2.imwrite(str(tmp / "masks" / split / f"{name}.png"), ids)
-            (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+            write(tmp)
+            (tmp / spec_file).write_text(json.dumps(spec, indent=2))
         return root
