@@ -194,19 +194,15 @@ def test_mask_mode_loads_sam2_on_first_use_and_writes_the_dataset_layout(root):
         s.mask_files()
 
 
-def test_annotate_composes_when_the_dataset_chooses_its_task(tmp_path):
-    """The landmark work may make `dataset=animal` pick its task; the annotation config must still compose."""
-    conf = tmp_path / "conf"
-    shutil.copytree(PROJECT_ROOT / "conf", conf)
-    animal = conf / "dataset" / "animal.yaml"
-    animal.write_text("defaults:\n  - override /task@_global_.task: segmentation\n  - _self_\n" + animal.read_text())
+def test_annotate_composes_although_the_dataset_chooses_its_task():
+    """`dataset=animal` picks the landmark task (override /task@_global_.task); annotate must still compose."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("annotate")
-        assert cfg.task.name == "segmentation" and cfg.dataset.name == "animal"
+        assert cfg.task.name == "landmarks" and cfg.dataset.name == "animal"
         assert cfg.ui.host == "127.0.0.1" and cfg.annotated_dir == f"{cfg.dataset.root}/annotated"
     GlobalHydra.instance().clear()
 
