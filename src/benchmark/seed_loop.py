@@ -75,7 +75,7 @@ class SeedLoop:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     def run(self, budget_s: float) -> LoopResult:
         """Iterate for `budget_s` seconds of wall-clock."""

@@ -125,21 +125,22 @@ class EmbeddingCache:
         desc: str = "caching embeddings",
     ) -> int:
         """Encode and store every view (uint8, (3, S, S)) not cached yet; return how many were encoded."""
-        pending: list[torch.Tensor] = []
+        pending: dict[str, torch.Tensor] = {}  # by file: a view seen twice is encoded once
         encoded = 0
 
         def flush() -> None:
             nonlocal encoded
-            features = encode(torch.stack(pending))
-            for row, pixels in enumerate(pending):
+            features = encode(torch.stack(list(pending.values())))
+            for row, pixels in enumerate(pending.values()):
                 self.write(pixels, [features.image_embed[row], *(f[row] for f in features.high_res_feats)])
             encoded += len(pending)
             pending.clear()
 
         with tqdm(views, total=total, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
             for pixels in bar:
-                if not self.contains(pixels):
-                    pending.append(pixels)
+                path = self.path(pixels)
+                if not path.exists():
+                    pending[path.name] = pixels
                 if len(pending) >= batch_size:
                     flush()
                 bar.set_postfix(encoded=encoded + len(pending), refresh=False)

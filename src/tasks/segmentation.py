@@ -148,8 +148,9 @@ class SegmentationTask:
             "seed": int(self.cfg.trainer.seed),
         }
         augment = instantiate(self.cfg.augmentation)
-        views = int(self.cfg.data.cache_views) if self.use_cache else 1
-        if self.use_cache and views == 1 and (augment.geometric or augment.photometric):
+        augmented = augment.geometric or augment.photometric
+        views = int(self.cfg.data.cache_views) if self.use_cache and augmented else 1
+        if self.use_cache and augmented and views == 1:
             log.warning("data.cache_views=1: training sees each image as is, without augmentation")
         train = SegmentationDataset(split=dataset.train_split, augment=augment, cache_views=views, **common)
         val = SegmentationDataset(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 class RunTiming:
     started: float = field(default_factory=time.perf_counter)
     prepare_s: float = 0.0  # before the first step: data preparation such as caching embeddings
-    eval_s: float = 0.0  # validation, whenever it happens
+    eval_s: float = 0.0  # validation and the checkpoints written after it
     # seconds spent in training (data waits, forward, backward, optimizer) when each step ended
     step_ends: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # e.g. prompts, images trained on

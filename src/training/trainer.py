@@ -311,13 +311,18 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation and checkpoints
     def _evaluate(self, state: TrainState, save: bool = True) -> str | None:
         """Validate, log, and (unless `save=False`) checkpoint; return a reason to stop, if any."""
+        started = time.perf_counter()
+        try:
+            return self._validate(state, save)
+        finally:
+            self.timing.eval_s += time.perf_counter() - started  # checkpoints included: not training time
+
+    def _validate(self, state: TrainState, save: bool) -> str | None:
         with eval_weights(self.optimizer):
-            started = time.perf_counter()
             self.module.eval()
             with torch.no_grad():
                 result = self.task.evaluate(self.module, self.val_loader, self.device, self.autocast)
             self.module.train()
-            self.timing.eval_s += time.perf_counter() - started
             metrics = {f"val/{k}": v for k, v in result.metrics.items()}
             self.last_metrics = metrics
             if self.monitor not in metrics:
