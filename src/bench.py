@@ -130,7 +130,7 @@ def bench(cfg: DictConfig) -> str:
         row, trainer = trainer_row(trainer_cfg, name, run_dir / name.replace(" ", "_"), device, amp_dtype)
         rows.append(row)
 
-    memory = "CUDA allocated" if device.type == "cuda" else "RSS (PSS)"
+    memory = "CUDA allocated" if device.type == "cuda" else "RSS"
     result = table(baseline, rows, int(cfg.bench.steps), budget, memory)
     precision = str(amp_dtype or torch.float32).replace("torch.", "")
     about = (

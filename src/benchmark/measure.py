@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,52 +19,47 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _own_bytes(pid: int) -> int:
-    """A process's proportional set size: shared pages (a forked worker's copy of the model) count once."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(pid: int, field: str) -> int:
+    """A memory field of /proc/PID/status (VmHWM: peak resident set, VmRSS: current), in KiB; 0 if unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
     return 0
 
 
-def _memory_bytes(pid: int | None = None) -> int:
-    """Memory of a process (this one by default) and its children, e.g. data-loading workers."""
-    pid = pid or os.getpid()
-    return _own_bytes(pid) + sum(_memory_bytes(child) for child in _children(pid))
+def _reset_peak(pid: int) -> None:
+    """Restart the kernel's peak-RSS counter (VmHWM) of a process (Linux: `5` to clear_refs)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 class PeakMemory:
-    """Peak memory inside a `with` block: `torch.cuda.max_memory_allocated` on CUDA, else the sampled
-    resident memory (proportional set size) of this process and its loader workers."""
+    """Peak memory inside a `with` block: `torch.cuda.max_memory_allocated` on CUDA; on the CPU the
+    kernel's peak resident set (VmHWM) of this process plus the loader workers alive at the end.
 
-    def __init__(self, device: torch.device, interval_s: float = 0.05):
-        self.device, self.interval_s = device, interval_s
+    The kernel keeps the peak, so nothing samples memory while the measured code runs (a sampler
+    reading /proc competes with the allocator for the process's memory map and slows it down).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
         self.peak_bytes = 0
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        self._stop = threading.Event()
-        self.peak_bytes = _memory_bytes()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        else:
+            _reset_peak(os.getpid())
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak_bytes = max(self.peak_bytes, _memory_bytes())
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
             return
-        self._stop.set()
-        self._thread.join()
-        self.peak_bytes = max(self.peak_bytes, _memory_bytes())
+        pid = os.getpid()
+        workers = sum(_status_kib(child, "VmHWM") for child in _children(pid))
+        self.peak_bytes = (_status_kib(pid, "VmHWM") + workers) * 1024
 
 
 def profile_table(step: Callable[[], None], repeats: int, rows: int = 12) -> str:

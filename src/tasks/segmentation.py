@@ -23,6 +23,7 @@ from src.models.sam2_build import apply_sam2_weights, build_sam2_model, load_sam
 from src.models.sam2_model import ImageFeatures, Sam2Model
 from src.prompts import ObjectGenerators, Prompts, PromptSampler
 from src.tasks.base import Evaluation, StepOutput, to_device
+from src.utils.atomic import file_lock
 from src.utils.distributed import sum_over_ranks
 from src.visualize import caption, draw_prompts, grid, overlay_masks
 
@@ -174,15 +175,18 @@ class SegmentationTask:
             with torch.no_grad(), autocast():
                 return self.model.encode(images.to(device))
 
-        for split in self.splits:
-            split.features = None
-            views = DataLoader(_Views(split), batch_size=None, num_workers=min(self.num_workers, len(split.cache_keys)))
-            total = len(split.cache_keys)
-            encoded = cache.fill(
-                views, total, encode, int(self.cfg.trainer.batch_size), desc=f"caching {split.split} embeddings"
-            )
-            log.info("embedding cache %s: %d of %d %s views encoded now", cache.directory, encoded, total, split.split)
-            split.features = cache
+        batch_size = int(self.cfg.trainer.batch_size)
+        # jobs of a sweep starting together: one fills, the others wait and then find the views cached
+        with file_lock(cache.directory / ".fill.lock"):
+            for split in self.splits:
+                split.features = None
+                workers = min(self.num_workers, len(split.cache_keys))
+                views = DataLoader(_Views(split), batch_size=None, num_workers=workers)
+                total = len(split.cache_keys)
+                name = split.split
+                encoded = cache.fill(views, total, encode, batch_size, f"caching {name} embeddings")
+                log.info("embedding cache %s: %d of %d %s views encoded now", cache.directory, encoded, total, name)
+                split.features = cache
 
     # steps -----------------------------------------------------------------
     def training_step(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput | None:
