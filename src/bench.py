@@ -30,7 +30,7 @@ from src.tasks.base import to_device
 from src.tasks.segmentation import SegmentationTask
 from src.training.trainer import Trainer
 from src.utils.atomic import write_text_atomic
-from src.utils.device import autocast, resolve_device, resolve_precision
+from src.utils.device import autocast, resolve_device, resolve_precision, set_cpu_threads
 from src.utils.seeding import seed_everything, torch_generator
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def bench(cfg: DictConfig) -> str:
     """Run (a) and (b), write bench.md into the run folder; return the table."""
     check_combination(cfg)
     device = resolve_device(cfg.trainer.device)
+    set_cpu_threads(cfg.trainer.get("cpu_threads"))  # the same for both loops
     amp_dtype = resolve_precision(cfg.trainer.precision, device)
     run_dir = Path(cfg.paths.run_dir)
     budget = float(cfg.bench.budget_s)

@@ -28,6 +28,15 @@ def _status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size in KiB: pages shared with the parent (a forked worker's copy of the model) count once."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return _status_kib(pid, "VmRSS")
+
+
 def _reset_peak(pid: int) -> None:
     """Restart the kernel's peak-RSS counter (VmHWM) of a process (Linux: `5` to clear_refs)."""
     with contextlib.suppress(OSError):
@@ -36,7 +45,8 @@ def _reset_peak(pid: int) -> None:
 
 class PeakMemory:
     """Peak memory inside a `with` block: `torch.cuda.max_memory_allocated` on CUDA; on the CPU the
-    kernel's peak resident set (VmHWM) of this process plus the loader workers alive at the end.
+    kernel's peak resident set (VmHWM) of this process plus the proportional set size of the
+    loader workers alive at the end (their own memory, not the pages they share with this one).
 
     The kernel keeps the peak, so nothing samples memory while the measured code runs (a sampler
     reading /proc competes with the allocator for the process's memory map and slows it down).
@@ -58,7 +68,7 @@ class PeakMemory:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
             return
         pid = os.getpid()
-        workers = sum(_status_kib(child, "VmHWM") for child in _children(pid))
+        workers = sum(_pss_kib(child) for child in _children(pid))
         self.peak_bytes = (_status_kib(pid, "VmHWM") + workers) * 1024
 
 
