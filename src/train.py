@@ -16,7 +16,7 @@ from src.config import PROJECT_ROOT, check_combination
 from src.sweeps import sweep_job
 from src.tracking import cluster_tags, git_state, library_versions
 from src.training.trainer import Trainer
-from src.utils.device import resolve_device, resolve_precision
+from src.utils.device import resolve_device, resolve_precision, set_cpu_threads
 from src.utils.distributed import from_main, process_group
 from src.utils.seeding import seed_everything
 
@@ -26,6 +26,7 @@ def train(cfg: DictConfig) -> float | None:
     seed_everything(int(cfg.trainer.seed))
     settings = cfg.trainer.distributed
     device = resolve_device(cfg.trainer.device)
+    set_cpu_threads(cfg.trainer.get("cpu_threads"))
     with process_group(device, settings.backend, settings.timeout_min) as (world, device):
         if not world.is_main:
             logging.getLogger("src").setLevel(logging.WARNING)  # rank 0 reports for all

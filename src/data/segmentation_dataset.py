@@ -3,6 +3,11 @@
 Each item holds the image (uint8, normalised later on the device), one boolean mask per object with
 the seed of its training-prompt stream and, for validation, fixed prompts and the masks at the
 original resolution, where metrics are computed.
+
+With an embedding cache (`features`), an item also holds the image's cached encoder features.
+Augmentation then cannot be drawn afresh per step, so each image has `cache_views` fixed views: view
+0 is the image itself, views 1.. are augmented once with seeded draws, and each training sample
+picks one of them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from src.data.augment import JointAugment
 from src.data.layout import find_pairs
 from src.data.mask_io import read_image, read_instance_mask
 from src.errors import DataError
+from src.models.embedding_cache import EmbeddingCache, stack_features
 from src.prompts import fixed_prompts
 from src.utils.seeding import derive_seed, torch_generator
 
@@ -59,6 +65,7 @@ class SegmentationDataset(Dataset):
         prompt_mode: str | None = None,
         keep_original: bool = False,
         seed: int = 0,
+        cache_views: int = 1,
     ):
         self.root, self.split = Path(root), split
         self.pairs = find_pairs(self.root, split)
@@ -66,6 +73,10 @@ class SegmentationDataset(Dataset):
         self.max_objects, self.min_object_area = max_objects, min_object_area
         self.augment, self.prompt_mode, self.keep_original = augment, prompt_mode, keep_original
         self.seed = seed
+        if cache_views < 1:
+            raise DataError(f"data.cache_views={cache_views}: expected at least 1 (view 0 is the image itself)")
+        self.cache_views = cache_views
+        self.features: EmbeddingCache | None = None  # set once the cache is filled (`SegmentationTask.prepare`)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -78,17 +89,42 @@ class SegmentationDataset(Dataset):
             raise DataError(f"mask {pair.mask} is {ids.shape[::-1]} but {pair.image} is {image.shape[1::-1]} (w, h)")
         return image, ids
 
+    def view(
+        self, index: int, view: int, loaded: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed view `view` of image `index` at model resolution: 0 as is, 1.. augmented by seeded draws.
+
+        `loaded` is the image and ids from `load(index)`, when the caller has them already.
+        """
+        image, ids = resize_pair(*(loaded or self.load(index)), self.image_size)
+        if view > 0 and self.augment is not None:
+            image, ids = self.augment(image, ids, np.random.default_rng(derive_seed(self.seed, index, view)))
+        return image, ids
+
+    def cached_view_pixels(self, key: tuple[int, int]) -> torch.Tensor:
+        """Pixels (3, S, S) of view `key` = (index, view), as the encoder takes them (for filling the cache)."""
+        return to_chw(self.view(*key)[0])
+
+    @property
+    def cache_keys(self) -> list[tuple[int, int]]:
+        """Every (index, view) pair an embedding cache must hold for this split."""
+        return [(index, view) for index in range(len(self)) for view in range(self.cache_views)]
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, derive_seed(self.seed, key))
         rng = np.random.default_rng(seed)
         image, ids = self.load(index)
-        small_image, small_ids = resize_pair(image, ids, self.image_size)
-        if self.augment is not None:
-            small_image, small_ids = self.augment(small_image, small_ids, rng)
+        if self.features is not None:  # one of the fixed views whose features are cached
+            view = int(np.random.default_rng(derive_seed(seed, 1)).integers(self.cache_views))
+            small_image, small_ids = self.view(index, view, (image, ids))
+        else:
+            small_image, small_ids = resize_pair(image, ids, self.image_size)
+            if self.augment is not None:
+                small_image, small_ids = self.augment(small_image, small_ids, rng)
         objects = self._select_objects(small_ids, rng)
         masks = torch.from_numpy(small_ids[None] == objects[:, None, None])
         item: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(small_image)).permute(2, 0, 1),
+            "image": to_chw(small_image),
             "masks": masks,
             "index": index,
             # each object's prompts come from its own stream, whichever batch or process it lands in
@@ -99,6 +135,8 @@ class SegmentationDataset(Dataset):
             item["points"], item["labels"] = prompts.points, prompts.labels
         if self.keep_original:
             item["original_masks"] = [torch.from_numpy(ids == obj) for obj in objects]
+        if self.features is not None:
+            item["features"] = self.features.read(item["image"])
         return item
 
     def _select_objects(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -108,6 +146,11 @@ class SegmentationDataset(Dataset):
         if len(objects) > self.max_objects:
             objects = np.sort(rng.choice(objects, self.max_objects, replace=False))
         return objects.astype(np.int32)
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 image as the (3, H, W) tensor models and caches take."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 def collate_segmentation(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,4 +169,6 @@ def collate_segmentation(items: list[dict[str, Any]]) -> dict[str, Any]:
         batch["labels"] = torch.cat([item["labels"] for item in items])
     if "original_masks" in items[0]:
         batch["original_masks"] = [mask for item in items for mask in item["original_masks"]]
+    if "features" in items[0]:
+        batch["features"] = stack_features([item["features"] for item in items])
     return batch

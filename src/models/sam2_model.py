@@ -17,10 +17,14 @@ from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from src.errors import ConfigError
+from src.models.activation_checkpointing import checkpoint_blocks
 
 log = logging.getLogger(__name__)
 
 TRAINABLE_PARTS = ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder")
+# Weights `encode` uses besides the image encoder: SAM2 projects the two high-resolution levels with
+# the mask decoder's conv_s0/conv_s1 while encoding, and adds the no-memory embedding.
+ENCODE_EXTRA_WEIGHTS = ("sam_mask_decoder.conv_s0.", "sam_mask_decoder.conv_s1.", "no_mem_embed")
 
 
 @dataclass
@@ -44,7 +48,7 @@ class DecoderOutput:
 class Sam2Model(nn.Module):
     """A SAM2 model with a chosen set of trainable parts; the rest is frozen and kept in eval mode."""
 
-    def __init__(self, sam: SAM2Base, trainable: Sequence[str]):
+    def __init__(self, sam: SAM2Base, trainable: Sequence[str], gradient_checkpointing: bool = False):
         super().__init__()
         unknown = sorted(set(trainable) - set(TRAINABLE_PARTS))
         if unknown or not trainable:
@@ -61,6 +65,8 @@ class Sam2Model(nn.Module):
         # ImageNet statistics, as SAM2's own transforms; not saved, so checkpoints stay stock SAM2
         self.register_buffer("pixel_mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255, persistent=False)
+        if gradient_checkpointing:
+            checkpoint_blocks(sam.image_encoder.trunk.blocks)
 
     @property
     def encoder_trainable(self) -> bool:
@@ -77,9 +83,33 @@ class Sam2Model(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """Every weight `encode` depends on: what an embedding cache's key must cover."""
+        return {
+            name: value
+            for name, value in self.sam.state_dict().items()
+            if name.startswith("image_encoder.") or name.startswith(ENCODE_EXTRA_WEIGHTS)
+        }
+
+    @property
+    def feature_shapes(self) -> list[tuple[int, int, int]]:
+        """Unbatched shapes of `encode`'s outputs: [image_embed, high_res_0, high_res_1]."""
+        decoder = self.sam.sam_mask_decoder
+        (h4, w4), (h8, w8), (h16, w16) = self.feature_sizes
+        return [
+            (decoder.transformer_dim, h16, w16),
+            (decoder.conv_s0.out_channels, h4, w4),
+            (decoder.conv_s1.out_channels, h8, w8),
+        ]
+
     def encode(self, images: torch.Tensor) -> ImageFeatures:
-        """Run the image encoder on uint8 RGB images (B, 3, S, S); normalisation happens here, on the device."""
-        with torch.set_grad_enabled(self.encoder_trainable and torch.is_grad_enabled()):
+        """Run the image encoder on uint8 RGB images (B, 3, S, S); normalisation happens here, on the device.
+
+        With a frozen encoder this runs without gradients, so conv_s0/conv_s1 (parts of the mask
+        decoder) never learn either: their outputs can be cached like the encoder's.
+        """
+        grad = self.encoder_trainable and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad), torch.profiler.record_function("sam2.encode"):
             pixels = (images.float() - self.pixel_mean) / self.pixel_std
             backbone_out = self.sam.forward_image(pixels)
             _, vision_feats, _, _ = self.sam._prepare_backbone_features(backbone_out)
@@ -102,17 +132,18 @@ class Sam2Model(nn.Module):
         multimask: bool = False,
     ) -> DecoderOutput:
         """Decode N prompts; `points` (N, P, 2) are pixel (x, y) in the S x S model input."""
-        per_prompt = features.select(image_index)
-        sparse, dense = self.sam.sam_prompt_encoder(points=(points, labels), boxes=None, masks=mask_input)
-        low_res, iou_pred, _, _ = self.sam.sam_mask_decoder(
-            image_embeddings=per_prompt.image_embed,
-            image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-            repeat_image=False,
-            high_res_features=per_prompt.high_res_feats,
-        )
+        with torch.profiler.record_function("sam2.decode"):
+            per_prompt = features.select(image_index)
+            sparse, dense = self.sam.sam_prompt_encoder(points=(points, labels), boxes=None, masks=mask_input)
+            low_res, iou_pred, _, _ = self.sam.sam_mask_decoder(
+                image_embeddings=per_prompt.image_embed,
+                image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                repeat_image=False,
+                high_res_features=per_prompt.high_res_feats,
+            )
         return DecoderOutput(low_res_logits=low_res, iou_pred=iou_pred)
 
     @staticmethod

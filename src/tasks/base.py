@@ -45,6 +45,10 @@ class Task(Protocol):
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(train, val)."""
 
+    def prepare(self, device: torch.device, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
+        """Optional one-off work once the starting weights are loaded and before the first evaluation
+        (e.g. filling an embedding cache). Called after `datasets`."""
+
     def collate(self, items: list[Any]) -> Any: ...
 
     def training_step(self, module: nn.Module, batch: Any, generator: torch.Generator) -> StepOutput | None:

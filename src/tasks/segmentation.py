@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,18 +12,22 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from src.data.segmentation_dataset import SegmentationDataset, collate_segmentation
 from src.losses import MaskLoss
 from src.metrics import MeanMetrics
 from src.models.checkpoint_source import resolve_checkpoint
+from src.models.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
 from src.models.sam2_build import apply_sam2_weights, build_sam2_model, load_sam2_weights
-from src.models.sam2_model import Sam2Model
+from src.models.sam2_model import ImageFeatures, Sam2Model
 from src.prompts import ObjectGenerators, Prompts, PromptSampler
 from src.tasks.base import Evaluation, StepOutput, to_device
+from src.utils.atomic import file_lock
 from src.utils.distributed import sum_over_ranks
 from src.visualize import caption, draw_prompts, grid, overlay_masks
+
+log = logging.getLogger(__name__)
 
 
 class PromptableSegmenter(nn.Module):
@@ -44,10 +49,16 @@ class PromptableSegmenter(nn.Module):
         image_index: torch.Tensor,
         prompt_seeds: list[int],
         generator: torch.Generator,
+        features: ImageFeatures | None = None,
     ) -> tuple[dict[str, torch.Tensor], int]:
         """`generator` picks the prompt kind for the whole step; each object's clicks and box jitter come
-        from its own stream (`prompt_seeds`), so they do not depend on how a batch is split."""
-        features = self.model.encode(images)
+        from its own stream (`prompt_seeds`), so they do not depend on how a batch is split.
+
+        `features` are the images' cached encoder outputs; without them the images are encoded here.
+        All objects of all images, each with its prompt, go through the decoder in one call per round.
+        """
+        if features is None:
+            features = self.model.encode(images)
         size = (self.model.image_size, self.model.image_size)
         streams = ObjectGenerators(prompt_seeds)
         prompts = self.sampler.initial(masks, self.sampler.choose_mode(generator), streams)
@@ -69,6 +80,19 @@ class PromptableSegmenter(nn.Module):
         return totals, masks.shape[0] * rounds
 
 
+class _Views(Dataset):
+    """The pixels of every (image, view) a split's embedding cache holds, loaded by workers."""
+
+    def __init__(self, split: SegmentationDataset):
+        self.split, self.keys = split, split.cache_keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.split.cached_view_pixels(self.keys[i])
+
+
 class SegmentationTask:
     """SAM2 fine-tuning on a dataset in the shared mask layout; validated by mIoU and Dice."""
 
@@ -76,11 +100,20 @@ class SegmentationTask:
         self.cfg = cfg
         self.tcfg = cfg.task
         sam = build_sam2_model(cfg.model.sam2_config, int(cfg.model.image_size))
-        self.model = Sam2Model(sam, list(cfg.model.trainable))
+        self.model = Sam2Model(sam, list(cfg.model.trainable), bool(cfg.model.get("gradient_checkpointing", False)))
+        self.use_cache = self.caches_embeddings(cfg)
+        data = cfg.get("data", {})
+        self.num_workers = int(data.get("num_workers", 0))
         self.loss = instantiate(cfg.loss)
         self.sampler = PromptSampler(**cfg.prompts)
         self.module = PromptableSegmenter(self.model, self.loss, self.sampler)
         self.collate = collate_segmentation
+
+    @staticmethod
+    def caches_embeddings(cfg: DictConfig) -> bool:
+        """Whether `data.cache_embeddings` is on for this config (auto: with a frozen image encoder)."""
+        mode = cfg.get("data", {}).get("cache_embeddings", False)
+        return cache_enabled(mode, "image_encoder" in cfg.model.trainable)
 
     # weights ---------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -115,18 +148,55 @@ class SegmentationTask:
             "min_object_area": int(self.tcfg.min_object_area),
             "seed": int(self.cfg.trainer.seed),
         }
-        train = SegmentationDataset(split=dataset.train_split, augment=instantiate(self.cfg.augmentation), **common)
+        augment = instantiate(self.cfg.augmentation)
+        augmented = augment.geometric or augment.photometric
+        views = int(self.cfg.data.cache_views) if self.use_cache and augmented else 1
+        if self.use_cache and augmented and views == 1:
+            log.warning("data.cache_views=1: training sees each image as is, without augmentation")
+        train = SegmentationDataset(split=dataset.train_split, augment=augment, cache_views=views, **common)
         val = SegmentationDataset(
             split=dataset.val_split, prompt_mode=self.tcfg.validation.prompt, keep_original=True, **common
         )
+        self.splits = (train, val)
         return train, val
+
+    def prepare(self, device: torch.device, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
+        """With a frozen encoder, encode every view not cached yet; from then on items carry their features.
+
+        Runs once the starting weights are loaded, since the cache is keyed by them.
+        """
+        if not self.use_cache:
+            return
+        cache = EmbeddingCache.for_model(
+            self.cfg.data.cache_dir, self.model, self.cfg.model.sam2_config, str(self.cfg.data.cache_dtype)
+        )
+
+        def encode(images: torch.Tensor) -> ImageFeatures:
+            with torch.no_grad(), autocast():
+                return self.model.encode(images.to(device))
+
+        batch_size = int(self.cfg.trainer.batch_size)
+        # jobs of a sweep starting together: one fills, the others wait and then find the views cached
+        with file_lock(cache.directory / ".fill.lock"):
+            for split in self.splits:
+                split.features = None
+                workers = min(self.num_workers, len(split.cache_keys))
+                views = DataLoader(_Views(split), batch_size=None, num_workers=workers)
+                total = len(split.cache_keys)
+                name = split.split
+                encoded = cache.fill(views, total, encode, batch_size, f"caching {name} embeddings")
+                log.info("embedding cache %s: %d of %d %s views encoded now", cache.directory, encoded, total, name)
+                split.features = cache
 
     # steps -----------------------------------------------------------------
     def training_step(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput | None:
         if batch["masks"].shape[0] == 0:
             return None
         masks = batch["masks"]
-        losses, prompts = module(batch["images"], masks, batch["image_index"], batch["prompt_seeds"], generator)
+        features = as_image_features(batch["features"]) if "features" in batch else None
+        losses, prompts = module(
+            batch["images"], masks, batch["image_index"], batch["prompt_seeds"], generator, features=features
+        )
         counts = {"images": int(batch["images"].shape[0]), "prompts": prompts}
         return StepOutput(losses, counts, loss_weight=float(masks.shape[0]))  # the loss is a mean over objects
 
@@ -148,7 +218,10 @@ class SegmentationTask:
                 continue
             prompts = Prompts(batch["points"], batch["labels"])
             with autocast():
-                features = self.model.encode(batch["images"])
+                if "features" in batch:
+                    features = as_image_features(batch["features"])
+                else:
+                    features = self.model.encode(batch["images"])
                 out = self.model.decode(
                     features,
                     batch["image_index"],

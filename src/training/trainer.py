@@ -37,6 +37,7 @@ from src.tracking import MlflowTracker, flatten
 from src.training.checkpointing import CheckpointDir, find_checkpoint_dir, weights_file
 from src.training.optim import build_optimizer, current_lr, eval_weights, is_schedule_free
 from src.training.stop_signals import StopSignals
+from src.training.timing import RunTiming
 from src.utils.checkpoint_io import read_checkpoint
 from src.utils.device import autocast
 from src.utils.distributed import World, any_rank, barrier, data_parallel, gather_from_ranks, sum_over_ranks
@@ -81,6 +82,8 @@ class Trainer:
         if self.mode not in ("min", "max"):
             raise ConfigError(f"trainer.early_stopping.mode={self.mode!r}: expected 'min' or 'max'")
         self.autocast = partial(autocast, device, amp_dtype)
+        self.timing = RunTiming()
+        self.last_metrics: dict[str, float] = {}  # the latest validation
 
     # ------------------------------------------------------------------ set-up
     def _loaders(self) -> tuple[DataLoader, EpochSampler, DataLoader]:
@@ -89,12 +92,13 @@ class Trainer:
         train_set, val_set = self.task.datasets()
         if self.world.is_main:
             barrier()
-        workers = int(self.cfg.data.num_workers)
+        data = self.cfg.data
+        workers = int(data.num_workers)
         common = {
             "collate_fn": self.task.collate,
             "num_workers": workers,
-            "pin_memory": self.device.type == "cuda",
-            "persistent_workers": workers > 0,
+            "pin_memory": bool(data.get("pin_memory", True)) and self.device.type == "cuda",
+            "persistent_workers": bool(data.get("persistent_workers", True)) and workers > 0,
         }
         rank, world_size = self.world.rank, self.world.world_size
         sampler = EpochSampler(len(train_set), seed=int(self.tcfg.seed), rank=rank, world_size=world_size)
@@ -137,6 +141,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, run_name: str, tags: dict[str, str]) -> dict[str, Any]:
         """Train; return the best monitored value and where training stopped."""
+        self.timing = RunTiming()
         self.module = self.task.module.to(self.device)
         self.params = self.task.trainable_parameters()
         # plain containers: optimizer hyper-parameters end up in checkpoints read with weights_only=True
@@ -152,6 +157,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         state = self._restore()
+        self._prepare_task()
         # after restoring, so that every process starts from the same weights
         self.trained = data_parallel(self.module, self.device, bool(self.tcfg.distributed.find_unused_parameters))
         if is_schedule_free(self.optimizer):
@@ -200,9 +206,30 @@ class Trainer:
         )
         return {self.monitor: state.best_metric, "best_step": state.best_step, "steps": state.step}
 
+    def _prepare_task(self) -> None:
+        """The task's one-off work with the starting weights in place (e.g. filling an embedding cache)."""
+        prepare = getattr(self.task, "prepare", None)
+        if prepare is None:
+            return
+        started = time.perf_counter()
+        if not self.world.is_main:
+            barrier()  # rank 0 fills shared files first; the others then find them done
+        prepare(self.device, self.autocast)
+        if self.world.is_main:
+            barrier()
+        self.timing.prepare_s = time.perf_counter() - started
+
+    def _out_of_time(self) -> str | None:
+        """`trainer.max_time`: a reason to stop once the run has used its wall-clock budget."""
+        budget = self.tcfg.get("max_time")
+        if budget is not None and any_rank(self.timing.elapsed() >= float(budget)):
+            return f"time budget trainer.max_time={budget}s used"
+        return None
+
     def _loop(self, state: TrainState) -> str | None:
         batch_size, accumulate = int(self.tcfg.batch_size), int(self.tcfg.accumulate_grad_batches)
         log_every, eval_every = int(self.tcfg.log_every_steps), self.tcfg.eval_every_steps
+        clock_start, eval_before = time.perf_counter(), self.timing.eval_s
         meter = _Meter()
         stop_reason = None
         self.module.train()
@@ -222,11 +249,16 @@ class Trainer:
                 seed = derive_seed(int(self.tcfg.seed), state.epoch, state.batch_in_epoch)
                 state.batch_in_epoch += 1
                 ends_step = not state.batch_in_epoch % accumulate or state.batch_in_epoch >= self.batches_per_epoch
-                meter.add(self._micro_step(batch, torch_generator(seed, self.device), accumulate, ends_step, state))
+                out = self._micro_step(batch, torch_generator(seed, self.device), accumulate, ends_step, state)
+                meter.add(out)
+                if out is not None:
+                    self.timing.add_counts(out.counts)
                 if not ends_step:
                     continue
                 meter.add_step(*self._optimizer_step())
                 state.step += 1
+                train_clock = time.perf_counter() - clock_start - (self.timing.eval_s - eval_before)
+                self.timing.step_ends.append(train_clock)
                 bar.update(1)
                 if state.step % log_every == 0:
                     summary = meter.summary(state.epoch)
@@ -237,6 +269,7 @@ class Trainer:
                     stop_reason = self._evaluate(state)
                 if any_rank(self.stop_signals.received is not None):
                     self._stop_on_signal(state)
+                stop_reason = stop_reason or self._out_of_time()
                 if state.step >= self.total_steps or stop_reason:
                     break
             if state.batch_in_epoch >= self.batches_per_epoch:
@@ -278,12 +311,20 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation and checkpoints
     def _evaluate(self, state: TrainState, save: bool = True) -> str | None:
         """Validate, log, and (unless `save=False`) checkpoint; return a reason to stop, if any."""
+        started = time.perf_counter()
+        try:
+            return self._validate(state, save)
+        finally:
+            self.timing.eval_s += time.perf_counter() - started  # checkpoints included: not training time
+
+    def _validate(self, state: TrainState, save: bool) -> str | None:
         with eval_weights(self.optimizer):
             self.module.eval()
             with torch.no_grad():
                 result = self.task.evaluate(self.module, self.val_loader, self.device, self.autocast)
             self.module.train()
             metrics = {f"val/{k}": v for k, v in result.metrics.items()}
+            self.last_metrics = metrics
             if self.monitor not in metrics:
                 raise ConfigError(
                     f"trainer.early_stopping.monitor={self.monitor!r} is not a validation metric; "
@@ -399,7 +440,7 @@ class Trainer:
             return
         if state.best_metric is not None:
             best = {f"best/{self.monitor}": state.best_metric, "best/step": state.best_step}
-            self.tracker.log_metrics(best, state.step)
+            self.tracker.log_metrics({**best, **self.timing.summary()}, state.step)
         if self.ckpt.best.exists():
             self.tracker.log_artifact(self.ckpt.best, "checkpoints")
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})

@@ -1,0 +1,1 @@
+"""Pieces of `python -m src.bench`: the seed-style loop, measurements, and the comparison table."""

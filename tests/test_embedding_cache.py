@@ -1,0 +1,167 @@
+"""The embedding cache: same features as a fresh encode, misses on any change, safe concurrent writers,
+and the same training run with and without it."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from src.errors import ConfigError
+from src.models.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
+from src.models.sam2_build import build_sam2_model
+from src.models.sam2_model import Sam2Model
+
+TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
+FROZEN = ["sam_mask_decoder", "sam_prompt_encoder"]
+
+
+def tiny_model(size: int = 128) -> Sam2Model:
+    torch.manual_seed(0)
+    return Sam2Model(build_sam2_model(TINY, size), FROZEN).eval()
+
+
+def images(count: int, size: int = 128, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (count, 3, size, size), dtype=np.uint8))
+
+
+def encoder(model: Sam2Model):
+    def encode(batch: torch.Tensor):
+        with torch.no_grad():
+            return model.encode(batch)
+
+    return encode
+
+
+@pytest.fixture(scope="module")
+def model() -> Sam2Model:
+    return tiny_model()
+
+
+def test_cached_features_equal_a_fresh_encode(model, tmp_path):
+    views = images(3)
+    cache = EmbeddingCache.for_model(tmp_path, model, TINY)
+    assert cache.fill(list(views), 3, encoder(model), batch_size=2) == 3
+    assert cache.fill(list(views), 3, encoder(model), batch_size=2) == 0  # the second pass encodes nothing
+    cached = as_image_features([torch.stack(level) for level in zip(*(cache.read(v) for v in views), strict=True)])
+    fresh = encoder(model)(views)
+    pairs = [(cached.image_embed, fresh.image_embed), *zip(cached.high_res_feats, fresh.high_res_feats, strict=True)]
+    for got, want in pairs:
+        assert got.shape == want.shape and got.dtype == torch.float32
+        # float16 storage: about 3 significant digits
+        assert torch.allclose(got, want, rtol=2e-3, atol=2e-3 * float(want.abs().max()))
+
+
+def test_a_changed_checkpoint_image_or_size_misses(model, tmp_path):
+    view = images(1)[0]
+    cache = EmbeddingCache.for_model(tmp_path, model, TINY)
+    cache.fill([view], 1, encoder(model), batch_size=1)
+    assert cache.contains(view)
+    assert EmbeddingCache.for_model(tmp_path, model, TINY).directory == cache.directory
+
+    changed = view.clone()
+    changed[0, 5, 7] ^= 1  # one pixel, one bit
+    assert not cache.contains(changed)
+
+    for name in ("image_encoder.trunk.patch_embed.proj.bias", "sam_mask_decoder.conv_s0.bias"):
+        other = tiny_model()
+        with torch.no_grad():
+            other.sam.get_parameter(name).add_(1e-3)
+        assert EmbeddingCache.for_model(tmp_path, other, TINY).directory != cache.directory, name
+
+    # a decoder weight that encoding does not use keeps the cache (it changes every training step)
+    trained = tiny_model()
+    with torch.no_grad():
+        trained.sam.sam_mask_decoder.iou_prediction_head.layers[0].bias.add_(1.0)
+    assert EmbeddingCache.for_model(tmp_path, trained, TINY).directory == cache.directory
+
+    bigger = tiny_model(160)
+    assert EmbeddingCache.for_model(tmp_path, bigger, TINY).directory != cache.directory
+    assert EmbeddingCache.for_model(tmp_path, model, TINY, dtype="float32").directory != cache.directory
+
+
+def test_cache_mode_follows_the_encoder():
+    assert cache_enabled("auto", encoder_trainable=False) and not cache_enabled("auto", encoder_trainable=True)
+    assert not cache_enabled(False, encoder_trainable=False)
+    with pytest.raises(ConfigError, match=r"data\.cache_embeddings=true"):
+        cache_enabled(True, encoder_trainable=True)
+
+
+SHAPES = [(8, 4, 4), (4, 16, 16), (6, 8, 8)]
+
+
+def features_of(key: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(key)
+    return [torch.randn(shape, generator=generator) for shape in SHAPES]
+
+
+def pixels_of(key: int) -> np.ndarray:
+    return np.full((3, 4, 4), key, dtype=np.uint8)
+
+
+def write_many(directory: str, keys: list[int], rounds: int) -> None:
+    cache = EmbeddingCache(directory, SHAPES)
+    for _ in range(rounds):
+        for key in keys:
+            cache.write(pixels_of(key), features_of(key))
+
+
+def read_while_written(directory: str, keys: list[int], seconds: float, errors) -> None:
+    import time
+
+    cache = EmbeddingCache(directory, SHAPES)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for key in keys:
+            if cache.contains(pixels_of(key)):
+                got = cache.read(pixels_of(key))
+                want = [f.half() for f in features_of(key)]
+                if not all(torch.equal(g, w) for g, w in zip(got, want, strict=True)):
+                    errors.put(key)
+
+
+def test_concurrent_writers_never_corrupt_it(tmp_path):
+    """Two writers on the same and on different keys, and a reader meanwhile: every read is whole."""
+    shared, own_a, own_b = list(range(20)), list(range(100, 110)), list(range(200, 210))
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    processes = [
+        context.Process(target=write_many, args=(str(tmp_path), shared + own_a, 15)),
+        context.Process(target=write_many, args=(str(tmp_path), own_b + shared[::-1], 15)),
+        context.Process(target=read_while_written, args=(str(tmp_path), shared, 4.0, errors)),
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    assert errors.empty()
+    cache = EmbeddingCache(tmp_path, SHAPES)
+    for key in shared + own_a + own_b:
+        want = [f.half() for f in features_of(key)]
+        assert all(torch.equal(g, w) for g, w in zip(cache.read(pixels_of(key)), want, strict=True))
+    assert not list(tmp_path.glob(".*.tmp")) and len(list(tmp_path.glob("*.npy"))) == 40
+
+
+def loss_curve(tmp) -> list[float]:
+    client = MlflowClient(f"sqlite:///{tmp / 'outputs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)]
+
+
+def test_training_with_and_without_the_cache_follows_the_same_loss_curve(tmp_path):
+    from tests.helpers import FAST_RUN, isolated_paths, run_module
+
+    curves, cached = {}, {}
+    for mode in ("true", "false"):
+        tmp = tmp_path / mode
+        common = ["augmentation=none", "data.cache_views=1", "trainer.max_steps=4", "trainer.eval_every_steps=4"]
+        result = run_module("src.train", [*FAST_RUN, *isolated_paths(tmp), *common, f"data.cache_embeddings={mode}"])
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        curves[mode] = loss_curve(tmp)
+        cached[mode] = list((tmp / "cache" / "embeddings").glob("*/*.npy"))
+    assert len(curves["true"]) == 4 and len(cached["true"]) == 8 + 4 and not cached["false"]
+    np.testing.assert_allclose(curves["true"], curves["false"], rtol=2e-3)
