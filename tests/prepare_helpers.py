@@ -29,9 +29,10 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 def train_briefly(train_run, tmp: Path, dataset: str, root: Path) -> subprocess.CompletedProcess:
-    """Two optimizer steps of `python -m src.train dataset=<dataset>` on a prepared folder; checks it finished."""
+    """Two optimizer steps of SAM2 segmentation on a prepared folder (`dataset=animal` alone would
+    choose the landmark task); checks it finished."""
     result = train_run(
-        f"dataset={dataset}", f"dataset.root={root}", *FAST_TRAIN,
+        f"dataset={dataset}", "task=segmentation", f"dataset.root={root}", *FAST_TRAIN,
         "trainer.max_steps=2", "trainer.eval_at_start=false", "task.validation.num_sample_images=1", fast=False,
     )  # fmt: skip
     assert result.returncode == 0, output(result)[-4000:]
