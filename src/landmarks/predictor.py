@@ -18,8 +18,11 @@ from src.landmarks.geometry import crop_affine, crop_to_image, image_box, invert
 from src.landmarks.heatmaps import HeatmapCodec
 from src.landmarks.scheme import LandmarkScheme
 from src.models.landmark_model import LandmarkModel, build_landmark_model
+from src.models.registry import backbone_key, sam2_config_path
 
 META_KEYS = ("model_config", "scheme", "heatmap", "image_size", "crop_margin")
+LEGACY_HEATMAP_TARGET = "src.landmarks.heatmaps.HeatmapCodec"  # what older metadata carried
+HEATMAP_KEYS = ("sigma", "blur_kernel", "stride", "refine")
 
 
 @dataclass
@@ -27,6 +30,44 @@ class LandmarkResult:
     points: np.ndarray  # (K, 2) image pixels
     scores: np.ndarray  # (K,) heatmap peaks, roughly 0..1
     box: tuple[float, float, float, float]  # the square crop used, x0, y0, x1, y1
+
+
+def model_spec(meta: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The model a checkpoint's metadata names, as registry keys and numbers only.
+
+    Metadata is data from someone else's file: the backbone is a registered key (or the one
+    `_target_` this project used to write), a SAM2 backbone one of the packaged configs, and the
+    weights come from the checkpoint, so nothing is downloaded.
+    """
+    described = meta["model_config"]
+    if not isinstance(described, Mapping):
+        raise CheckpointError(f"{source} meta.model_config: expected a mapping, found {type(described).__name__}")
+    spec: dict[str, Any] = {"name": str(described.get("name")), "image_size": int(meta["image_size"])}
+    where = f"{source} meta.model_config"
+    if "backbone" in described:
+        spec["backbone"] = backbone_key(described["backbone"], f"{where}.backbone", CheckpointError)
+    elif "sam2_config" in described:
+        spec["sam2_config"] = sam2_config_path(described["sam2_config"], f"{where}.sam2_config", CheckpointError)
+    else:
+        raise CheckpointError(f"{where}: expected a `backbone` key or a `sam2_config`")
+    return spec
+
+
+def heatmap_codec(described: Any, source: str) -> HeatmapCodec:
+    """The heatmap decoding a checkpoint's metadata names: the project's codec with plain numbers."""
+    where = f"{source} meta.heatmap"
+    if not isinstance(described, Mapping):
+        raise CheckpointError(f"{where}: expected a mapping, found {type(described).__name__}")
+    target = described.get("_target_", LEGACY_HEATMAP_TARGET)
+    values = {k: v for k, v in described.items() if k != "_target_"}
+    unknown = sorted(set(values) - set(HEATMAP_KEYS))
+    plain = all(isinstance(v, (int, float, bool)) for v in values.values())
+    if target != LEGACY_HEATMAP_TARGET or unknown or not plain:
+        raise CheckpointError(
+            f"{where}: expected {sorted(HEATMAP_KEYS)} as plain numbers and no other `_target_`; "
+            f"found target {target!r}, keys {sorted(described)}"
+        )
+    return HeatmapCodec(**values)
 
 
 class LandmarkPredictor:
@@ -46,17 +87,16 @@ class LandmarkPredictor:
                 f"{source}: not a landmark checkpoint (meta task={meta.get('task')!r}, missing {missing}); "
                 "expected best.pt/last.pt of a `python -m src.train task=landmarks` run or an export of one"
             )
-        scheme = LandmarkScheme.from_config(meta["scheme"], source=f"{source} meta.scheme")
-        model_cfg = dict(meta["model_config"], image_size=meta["image_size"])
-        if "backbone" in model_cfg:  # the weights come from the checkpoint: download nothing
-            model_cfg["backbone"] = dict(model_cfg["backbone"], pretrained=False)
-        model = build_landmark_model(model_cfg, scheme.num_points)
+        try:
+            scheme = LandmarkScheme.from_config(meta["scheme"], source=f"{source} meta.scheme")
+        except (ValueError, TypeError, KeyError) as err:
+            raise CheckpointError(f"{source} meta.scheme: {err}") from err
+        model = build_landmark_model(model_spec(meta, source), scheme.num_points)
         try:
             model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:
             raise CheckpointError(f"{source}: weights do not fit the model its metadata describes ({err})") from err
-        heatmap = {k: v for k, v in meta["heatmap"].items() if k != "_target_"}
-        return cls(model, scheme, HeatmapCodec(**heatmap), meta["crop_margin"])
+        return cls(model, scheme, heatmap_codec(meta["heatmap"], source), float(meta["crop_margin"]))
 
     def to(self, device: torch.device) -> LandmarkPredictor:
         self.model.to(device)

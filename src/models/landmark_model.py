@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src.errors import ConfigError
+from src.models.registry import BACKBONES, backbone_key
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,17 @@ class Sam2Backbone(nn.Module):
 class TimmBackbone(nn.Module):
     """A timm model with `features_only=True`, e.g. HRNet-W18's four branches (HRNetV2)."""
 
-    def __init__(
-        self,
-        name: str,
-        pretrained: bool = False,
-        out_indices: Sequence[int] = (1, 2, 3, 4),
-        feature_location: str | None = None,
-    ):
+    def __init__(self, name: str, pretrained: bool, out_indices: Sequence[int], feature_location: str):
         super().__init__()
         import timm
 
-        kwargs: dict[str, Any] = {"features_only": True, "pretrained": pretrained, "out_indices": tuple(out_indices)}
-        if feature_location is not None:
-            kwargs["feature_location"] = feature_location
-        self.model = timm.create_model(name, **kwargs)
+        self.model = timm.create_model(
+            name,
+            features_only=True,
+            pretrained=pretrained,
+            out_indices=tuple(out_indices),
+            feature_location=feature_location,
+        )
         self.channels = list(self.model.feature_info.channels())
         self.strides = list(self.model.feature_info.reduction())
 
@@ -126,16 +123,18 @@ def _plain(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
 
 def build_landmark_model(model_cfg: Mapping[str, Any] | DictConfig, num_points: int) -> LandmarkModel:
-    """The model `model=` describes: `backbone` (a timm config) or `sam2_config` (a SAM2 size)."""
+    """The model `model=` describes: a registered `backbone` key or a SAM2 `sam2_config`; nothing is imported
+    or instantiated from the config, so the same function safely rebuilds models from checkpoint metadata."""
     cfg = _plain(model_cfg)
     image_size = int(cfg["image_size"])
     trainable = list(cfg.get("trainable") or [])
     if "backbone" in cfg:
-        backbone = instantiate(cfg["backbone"])
+        key = backbone_key(cfg["backbone"], "model.backbone", ConfigError)
+        backbone = TimmBackbone(**BACKBONES[key], pretrained=bool(cfg.get("pretrained", False)))
     elif "sam2_config" in cfg:
         backbone = Sam2Backbone(cfg["sam2_config"], image_size)
     else:
-        raise ConfigError(f"model={cfg.get('name')}: expected a `backbone` (timm) or a `sam2_config` key")
+        raise ConfigError(f"model={cfg.get('name')}: expected a `backbone` key or a `sam2_config` key")
     if image_size % max(backbone.strides):
         raise ConfigError(f"model.image_size={image_size}: expected a multiple of {max(backbone.strides)}")
     train_backbone = any(part in trainable for part in BACKBONE_PARTS)

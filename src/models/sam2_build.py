@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
 
 from src.errors import CheckpointError, ConfigError
+from src.models.registry import sam2_config_path
 from src.utils.checkpoint_io import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,8 @@ HIERA_SIGNATURES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus",
 
 
 def build_sam2_model(sam2_config: str, image_size: int) -> SAM2Base:
-    """Instantiate SAM2 with random weights from a config inside the `sam2` package."""
-    source = resources.files("sam2").joinpath(sam2_config)
-    if not source.is_file():
-        raise ConfigError(
-            f"model.sam2_config={sam2_config!r} is not a config inside the sam2 package; expected e.g. "
-            "'configs/sam2.1/sam2.1_hiera_t.yaml'"
-        )
+    """SAM2 with random weights from one of the SAM2.1 configs packaged with `sam2` (a size or its path)."""
+    source = resources.files("sam2").joinpath(sam2_config_path(sam2_config, "model.sam2_config", ConfigError))
     if image_size % 32 or image_size <= 0:
         raise ConfigError(f"model.image_size={image_size}: expected a positive multiple of 32 (SAM2 uses 1024)")
     cfg = OmegaConf.create(source.read_text())

@@ -51,6 +51,7 @@ class HeatmapLearner(nn.Module):
 def landmark_meta(model_cfg: DictConfig, task_cfg: DictConfig, scheme: LandmarkScheme, model: LandmarkModel) -> dict:
     """What rebuilding the model for inference needs, stored with every checkpoint and export."""
     heatmap = OmegaConf.to_container(task_cfg.heatmap, resolve=True)
+    heatmap.pop("_target_", None)  # metadata is data: numbers, never a class to build
     heatmap["stride"] = model.heatmap_stride
     return {
         "task": "landmarks",
