@@ -25,9 +25,9 @@ from hydra.utils import instantiate
 
 from src.cli import CONFIG_DIR
 from src.data.mask_io import read_image
-from src.metrics import match_boxes
-from src.preparation.panels import panel_boxes
-from src.visualize import grid, save_png
+from src.data.preparation.panels import panel_boxes
+from src.tasks.segmentation.metrics import match_boxes
+from src.utils.pictures import grid, save_png
 
 
 def pages(folder: Path) -> list[tuple[Path, list[tuple[int, int, int, int]]]]:
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/manga_panels"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. prepare.panel.white_level=240")
     args = parser.parse_args()
-    GlobalHydra.instance().clear()  # `import sam2` (through src.visualize) initialises it
+    GlobalHydra.instance().clear()  # `import sam2` (through src.utils.pictures) initialises it
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="prepare", overrides=["dataset=manga", *args.overrides])
     extractor = instantiate(cfg.prepare.panel)

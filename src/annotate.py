@@ -14,7 +14,7 @@ from src.cli import hydra_entry
 
 @hydra_entry("annotate")
 def main(cfg: DictConfig) -> None:
-    from src.ui.annotate_page import serve_annotate_page  # gradio loads only for the page
+    from src.apps.annotate_page import serve_annotate_page  # gradio loads only for the page
 
     serve_annotate_page(cfg)
 

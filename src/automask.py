@@ -15,33 +15,27 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from src.automatic_masks import MASKS_FILE, write_masks
 from src.cli import hydra_entry
-from src.data.layout import IMAGE_SUFFIXES
+from src.data.layout import list_images
 from src.data.mask_io import read_image
 from src.errors import DataError, OutOfMemory
-from src.inference import load_predictor
+from src.tasks.segmentation.automatic_masks import MASKS_FILE, write_masks
+from src.tasks.segmentation.predictor import load_predictor
 from src.utils.device import is_out_of_memory
 
 log = logging.getLogger(__name__)
 
 
-def list_images(value: str | None) -> list[Path]:
-    """The image `image=` names, or the images of the folder it names."""
+def input_images(value: str | None) -> dict[str, Path]:
+    """name -> file: the image `image=` names, or every image below the folder it names (as prepare lists them)."""
     path = Path(str(value)).expanduser() if value is not None else None
     if path is not None and path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-        if not images:
-            raise DataError(f"image={value}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        stems = [p.stem for p in images]
-        if clash := sorted({s for s in stems if stems.count(s) > 1}):
-            raise DataError(f"image={value}: several images share the name {clash[0]!r}; outputs are named after it")
-        return images
+        return list_images(path, "image")
     if path is None or not path.is_file():
         raise DataError(
             f"image={value}: no such file or folder; expected an image (JPEG, PNG, ...) or a folder of them"
         )
-    return [path]
+    return {path.stem: path}
 
 
 def out_of_memory_advice(cfg: DictConfig, image: Path, size: tuple[int, int], err: BaseException) -> OutOfMemory:
@@ -61,9 +55,9 @@ def out_of_memory_advice(cfg: DictConfig, image: Path, size: tuple[int, int], er
 
 
 def automask(cfg: DictConfig) -> list[Path]:
-    images = list_images(cfg.image)
+    images = input_images(cfg.image)
     out = Path(cfg.output_dir)
-    todo = [path for path in images if not (out / path.stem / MASKS_FILE).is_file()]
+    todo = {name: path for name, path in images.items() if not (out / name / MASKS_FILE).is_file()}
     if len(todo) < len(images):
         log.info("%d of %d images already have masks in %s; skipping them", len(images) - len(todo), len(images), out)
     if not todo:
@@ -71,7 +65,7 @@ def automask(cfg: DictConfig) -> list[Path]:
     predictor, _ = load_predictor(cfg)
     generator = instantiate(cfg.automask)(predictor)
     written = []
-    for path in tqdm(todo, desc="automask", unit="image", dynamic_ncols=True):
+    for name, path in tqdm(todo.items(), desc="automask", unit="image", dynamic_ncols=True):
         image = read_image(path, upright=True)
         try:
             records = generator.generate(image)
@@ -79,8 +73,8 @@ def automask(cfg: DictConfig) -> list[Path]:
             if is_out_of_memory(err):
                 raise out_of_memory_advice(cfg, path, image.shape[:2], err) from err
             raise
-        written.append(write_masks(image, records, out / path.stem, path.name))
-        tqdm.write(f"{path.name}: {len(records)} masks -> {out / path.stem}")
+        written.append(write_masks(image, records, out / name, path.name))
+        tqdm.write(f"{path.name}: {len(records)} masks -> {out / name}")
     return written
 
 

@@ -1,154 +1,16 @@
 """`python -m src.bench`: the seed-001 loop against our trainer, side by side, in one process.
 
-(a) re-encodes an image every iteration and trains on one point prompt (`src.benchmark.seed_loop`);
-(b) is `src.train`'s trainer with the composed config (its defaults unless overridden), given the
-same wall-clock budget: once with an empty embedding cache ("cold", the fill counted in its time)
-and once with the cache it filled ("warm", as every later run or sweep job on the same data). Both
-start from the same weights and are validated by the trainer's own validation. The table (and a
-profile of where time goes) is printed and written to the run folder as bench.md.
+The table (prompts/s, seconds to N steps, peak memory, validation mIoU after the same budget) and
+a profile of where time goes are printed and written to the run folder as bench.md; see
+`benchmarks/training_speed/` and conf/bench.yaml.
 """
 
 from __future__ import annotations
 
-import copy
-import gc
-import logging
-import math
-from pathlib import Path
+from omegaconf import DictConfig
 
-import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
-
-from src.benchmark.compare import Row, table
-from src.benchmark.measure import PeakMemory, profile_table
-from src.benchmark.seed_loop import SeedLoop
+from benchmarks.training_speed.run import bench
 from src.cli import hydra_entry
-from src.config import check_combination
-from src.tasks.base import to_device
-from src.tasks.segmentation import SegmentationTask
-from src.training.trainer import Trainer
-from src.utils.atomic import write_text_atomic
-from src.utils.device import autocast, resolve_device, resolve_precision, set_cpu_threads
-from src.utils.seeding import seed_everything, torch_generator
-
-log = logging.getLogger(__name__)
-
-
-def seed_loop_row(cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[Row, str]:
-    """Run (a) for the budget, validate it; return its row and a profile of its iterations."""
-    bench = cfg.bench
-    seed_everything(int(cfg.trainer.seed))
-    task = SegmentationTask(cfg, device)
-    task.load_initial_weights()
-    task.module.to(device)
-    train, val = task.datasets()
-    train.augment = None  # seed 001 does not augment
-    loop = SeedLoop(task.model, train, device, **bench.seed_loop, seed=int(cfg.trainer.seed))
-    with PeakMemory(device) as memory:
-        result = loop.run(float(bench.budget_s))
-    task.module.eval()
-    loader = DataLoader(val, batch_size=int(cfg.trainer.batch_size), collate_fn=task.collate)
-    with torch.no_grad():
-        miou = task.evaluate(task.module, loader, device, lambda: autocast(device, amp_dtype)).metrics["miou"]
-    steps = int(bench.steps)
-    row = Row(
-        name="(a) seed loop",
-        prompts_per_s=result.prompts / max(result.train_s, 1e-9),
-        images_per_s=result.images / max(result.train_s, 1e-9),
-        seconds_to_steps=result.step_ends[steps - 1] if len(result.step_ends) >= steps else math.nan,
-        peak_mib=memory.peak_bytes / 2**20,
-        miou=miou,
-        steps=result.steps,
-    )
-    profile = profile_table(loop.step, int(bench.profile_steps)) if bench.profile_steps else ""
-    return row, profile
-
-
-def trainer_row(
-    cfg: DictConfig, name: str, run_dir: Path, device: torch.device, amp_dtype: torch.dtype | None
-) -> tuple[Row, Trainer]:
-    """Run (b), `src.train`'s trainer, for the budget; return its row and the trainer (for profiling)."""
-    seed_everything(int(cfg.trainer.seed))
-    task = SegmentationTask(cfg, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, task, instantiate(cfg.logger), run_dir, device, amp_dtype)
-    with PeakMemory(device) as memory:
-        trainer.fit(f"bench (b) {name}", {"mlflow.source.name": "src.bench", "bench.loop": name})
-    timing, steps = trainer.timing, int(cfg.bench.steps)
-    seconds = timing.prepare_s + timing.train_s  # a cold cache's fill is part of the cost
-    row = Row(
-        name=f"(b) trainer, {name}",
-        prompts_per_s=timing.counts["prompts"] / max(seconds, 1e-9),
-        images_per_s=timing.counts["images"] / max(seconds, 1e-9),
-        seconds_to_steps=timing.prepare_s + timing.step_ends[steps - 1] if len(timing.step_ends) >= steps else math.nan,
-        peak_mib=memory.peak_bytes / 2**20,
-        miou=trainer.last_metrics.get("val/miou", math.nan),
-        steps=len(timing.step_ends),
-    )
-    return row, trainer
-
-
-def trainer_profile(trainer: Trainer, repeats: int, seed: int) -> str:
-    """Where (b)'s training steps spend their time, on one batch of its loader."""
-    batch = to_device(next(iter(trainer.train_loader)), trainer.device)
-    trainer.module.train()
-
-    def step() -> None:
-        with trainer.autocast():
-            out = trainer.task.training_step(trainer.module, batch, torch_generator(seed))
-        out.losses["loss"].backward()
-        trainer.optimizer.zero_grad(set_to_none=True)
-
-    return profile_table(step, repeats)
-
-
-def bench(cfg: DictConfig) -> str:
-    """Run (a) and (b), write bench.md into the run folder; return the table."""
-    check_combination(cfg)
-    device = resolve_device(cfg.trainer.device)
-    set_cpu_threads(cfg.trainer.get("cpu_threads"))  # the same for both loops
-    amp_dtype = resolve_precision(cfg.trainer.precision, device)
-    run_dir = Path(cfg.paths.run_dir)
-    budget = float(cfg.bench.budget_s)
-
-    baseline_cfg = copy.deepcopy(cfg)
-    OmegaConf.update(baseline_cfg, "data.cache_embeddings", False)
-    log.info("(a) the seed-001 loop for %g s", budget)
-    baseline, baseline_profile = seed_loop_row(baseline_cfg, device, amp_dtype)
-
-    trainer_cfg = copy.deepcopy(cfg)
-    OmegaConf.update(trainer_cfg, "trainer.max_time", budget)
-    OmegaConf.update(trainer_cfg, "data.cache_dir", str(run_dir / "embeddings"))  # starts empty: "cold"
-    cached = SegmentationTask.caches_embeddings(trainer_cfg)
-    names = (["cold cache", "warm cache"] if cfg.bench.warm else ["cold cache"]) if cached else ["no cache"]
-    rows, trainer = [], None
-    for name in names:
-        log.info("(b) the trainer, %s, for %g s", name, budget)
-        trainer = None  # the previous run's loader workers end before this one is measured
-        gc.collect()
-        row, trainer = trainer_row(trainer_cfg, name, run_dir / name.replace(" ", "_"), device, amp_dtype)
-        rows.append(row)
-
-    memory = "CUDA allocated" if device.type == "cuda" else "RSS"
-    result = table(baseline, rows, int(cfg.bench.steps), budget, memory)
-    precision = str(amp_dtype or torch.float32).replace("torch.", "")
-    about = (
-        f"model={cfg.model.name} image_size={cfg.model.image_size} dataset={cfg.dataset.name} device={device} "
-        f"precision={precision} trainer.batch_size={cfg.trainer.batch_size} budget {budget:g} s per loop"
-    )
-    report = f"# Benchmark\n\n{about}\n\n{result}\n"
-    if cfg.bench.profile_steps:
-        repeats = int(cfg.bench.profile_steps)
-        profile = trainer_profile(trainer, repeats, int(cfg.trainer.seed))
-        report += (
-            f"\n## Where time goes: (a), {repeats} iterations\n\n```\n{baseline_profile}\n```\n"
-            f"\n## Where time goes: (b) {names[-1]}, {repeats} training steps\n\n```\n{profile}\n```\n"
-        )
-    write_text_atomic(report, run_dir / "bench.md")
-    print(f"\n{about}\n\n{result}\n\nwritten to {run_dir / 'bench.md'}")
-    return result
 
 
 @hydra_entry("bench")

@@ -28,7 +28,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     """`@hydra.main` on conf/<config_name>.yaml.
 
     `import sam2` initialises Hydra's global state with sam2's own configs, after which
-    `@hydra.main` refuses to start; SAM2 is built here without global Hydra (src.models.sam2_build),
+    `@hydra.main` refuses to start; SAM2 is built here without global Hydra (src.models.sam2.build),
     so that state is cleared first. A `SamtuneError` (bad config, data or checkpoint) is printed as
     one line and exits with status 1, without a stack trace.
     """

@@ -40,4 +40,23 @@ def check_combination(cfg: DictConfig) -> None:
         )
 
 
+def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
+    """`cfg` with `task` set to conf/task/<task>.yaml when the command did not choose a task.
+
+    Evaluation and prediction learn the task from the checkpoint; its settings (e.g. `task.nme`)
+    still come from the one place they are defined. `task` is a key checked against conf/task/.
+    """
+    if cfg.get("task") is not None:
+        return cfg
+    known = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "task").glob("*.yaml"))
+    if task not in known:
+        raise ConfigError(f"task {task!r}: expected one of {known}")
+    settings = OmegaConf.load(PROJECT_ROOT / "conf" / "task" / f"{task}.yaml")
+    settings.pop("defaults", None)  # the groups a task selects for training
+    merged = cfg.copy()
+    OmegaConf.set_struct(merged, False)
+    merged.task = settings
+    return merged
+
+
 register_resolvers()

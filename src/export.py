@@ -1,7 +1,7 @@
 """`python -m src.export checkpoint=RUN output=FILE.pth`: weights for use outside this repository.
 
 Writes the model's plain state dict (tensors only) and `FILE.yaml` beside it with what rebuilding
-the model needs. Landmark exports load with `src.landmarks.exported.load_exported`; SAM2
+the model needs. Landmark exports load with `src.tasks.landmarks.export.load_exported`; SAM2
 segmentation exports are stock SAM2 state dicts (`sam2_config` and `image_size` in the YAML).
 """
 
@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 
 from src.cli import hydra_entry
 from src.errors import ConfigError
-from src.landmarks.exported import write_export
-from src.models.trained_weights import read_trained_checkpoint
+from src.tracking.checkpoints import read_trained_checkpoint, write_export
 
 log = logging.getLogger(__name__)
 

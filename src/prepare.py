@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.cli import hydra_entry
+from src.data.preparation.builder import PrepareReport
 from src.errors import SamtuneError
-from src.preparation.builder import PrepareReport
 
 
 def prepare(cfg: DictConfig) -> PrepareReport:

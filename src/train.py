@@ -11,11 +11,11 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
-from src.cli import command_line_overrides, hydra_entry
-from src.config import PROJECT_ROOT, check_combination
-from src.sweeps import sweep_job
-from src.tracking import cluster_tags, git_state, library_versions
-from src.training.trainer import Trainer
+from src.cli import hydra_entry
+from src.config import check_combination
+from src.engine.trainer import Trainer
+from src.tracking.sweeps import sweep_job
+from src.tracking.tags import run_name, run_tags
 from src.utils.device import resolve_device, resolve_precision, set_cpu_threads
 from src.utils.distributed import from_main, process_group
 from src.utils.seeding import seed_everything
@@ -33,31 +33,24 @@ def train(cfg: DictConfig) -> float | None:
         amp_dtype = resolve_precision(cfg.trainer.precision, device)
         task = get_class(cfg.task._target_)(cfg, device)
         tracker = instantiate(cfg.logger) if world.is_main else None  # rank 0 alone opens the store
-        overrides = command_line_overrides()
         sweep = sweep_job()
-        run_name = (
-            cfg.run_name or (sweep and sweep.run_name) or ",".join(overrides) or f"{cfg.model.name}@{cfg.dataset.name}"
-        )
-        tags = {
-            "overrides": " ".join(overrides) or "(none)",
-            "task": cfg.task.name,
-            "model": cfg.model.name,
-            "dataset": cfg.dataset.name,
-            "init": str(cfg.trainer.init_from or cfg.model.checkpoint or "random"),
-            "device": str(device),
-            "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
-            "processes": str(world.world_size),
-            "run_dir": str(cfg.paths.run_dir),
-            "mlflow.source.name": "src.train",
+        name = (sweep and sweep.run_name) or run_name(cfg, "", f"{cfg.model.name}@{cfg.dataset.name}")
+        tags = run_tags(
+            "src.train",
+            cfg,
+            task=cfg.task.name,
+            model=cfg.model.name,
+            dataset=cfg.dataset.name,
+            init=str(cfg.trainer.init_from or cfg.model.checkpoint or "random"),
+            device=str(device),
+            precision=str(amp_dtype or torch.float32).replace("torch.", ""),
+            processes=str(world.world_size),
             **(sweep.tags if sweep else {}),
-            **cluster_tags(),
-            **git_state(PROJECT_ROOT),
-            **library_versions(),
-        }
+        )
         # every process must write to, and resume from, the same folder (torchrun: one timestamp)
         run_dir = from_main(str(cfg.paths.run_dir))
         trainer = Trainer(cfg, task, tracker, run_dir, device, amp_dtype, world)
-        result = trainer.fit(run_name, tags)
+        result = trainer.fit(name, tags)
     return result[cfg.trainer.early_stopping.monitor]
 
 

@@ -30,6 +30,7 @@ FAST_RUN = [
 
 # FAST_RUN's equivalent for landmarks: HRNetV2-W18 on the embedded synthetic faces at 64 px.
 LANDMARK_RUN = [
+    "task=landmarks",
     "dataset=synthetic_faces",
     "model=hrnetv2_w18",
     "model.image_size=64",
@@ -151,3 +152,17 @@ def compose_config(config_name: str, overrides: list[str]):
         cfg = compose(config_name=config_name, overrides=overrides)
     GlobalHydra.instance().clear()
     return cfg
+
+
+def conf_values(name: str, key: str | None = None) -> dict:
+    """The settings conf/<name>.yaml (or its `key` node) defines, the one place their defaults live."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / f"{name}.yaml")
+    values = OmegaConf.to_container(OmegaConf.select(cfg, key) if key else cfg, resolve=True)
+    return {k: v for k, v in values.items() if k not in ("_target_", "defaults")}
+
+
+def from_conf(cls: type, name: str, key: str | None = None, **overrides):
+    """`cls` built with the settings of conf/<name>.yaml, some of them overridden."""
+    return cls(**{**conf_values(name, key), **overrides})

@@ -12,14 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from src.annotation import AnnotationSession, LazyPredictor, list_images
-from src.config import PROJECT_ROOT
-from src.data.layout import find_pairs
-from src.errors import DataError, PromptError
-from src.inference import load_predictor
-from src.landmarks.annotations import LandmarkAnnotation, load_annotation, save_annotation
-from src.landmarks.scheme import load_scheme
-from src.ui.annotate_page import (
+from src.apps.annotate_page import (
     FOREGROUND,
     LANDMARKS,
     MASK,
@@ -28,6 +21,13 @@ from src.ui.annotate_page import (
     to_image_pixels,
     to_shown_pixels,
 )
+from src.apps.annotation import AnnotationSession, LazyPredictor, images_to_annotate
+from src.config import PROJECT_ROOT
+from src.data.layout import find_pairs
+from src.errors import DataError, PromptError
+from src.tasks.landmarks.annotations import LandmarkAnnotation, load_annotation, save_annotation
+from src.tasks.landmarks.scheme import load_scheme
+from src.tasks.segmentation.predictor import load_predictor
 from tests.browser import browser_page, click_image, free_port, require_chromium, served, wait_for_image
 from tests.helpers import compose_config
 
@@ -54,7 +54,7 @@ def make_dataset(root: Path) -> list[str]:
 
 
 def session(root: Path, predictor=None) -> AnnotationSession:
-    images = list_images(root, None, ["train", "val", "test"])
+    images = images_to_annotate(root, None, ["train", "val", "test"])
     return AnnotationSession(root, images, root / "annotated", SCHEME, "tester", predictor=predictor)
 
 
@@ -121,21 +121,21 @@ def test_next_and_previous_keep_unsaved_points_and_stop_at_the_ends(root):
 
 
 def test_which_images_and_clear_errors(root, tmp_path):
-    assert list_images(root, None, ["train", "val"])[-1] == "raw/site/4_large.png"
+    assert images_to_annotate(root, None, ["train", "val"])[-1] == "raw/site/4_large.png"
     for split in ("train", "val"):
         (root / f"{split}.txt").unlink()
-    assert len(list_images(root, None, ["train", "val"])) == 4  # no lists yet: everything under raw/
+    assert len(images_to_annotate(root, None, ["train", "val"])) == 4  # no lists yet: everything under raw/
     with pytest.raises(DataError, match=r"dataset.root: .*empty/raw does not exist; expected split lists"):
-        list_images(tmp_path / "empty", None, ["train"])
+        images_to_annotate(tmp_path / "empty", None, ["train"])
     outside = tmp_path / "elsewhere"
     shutil.copytree(root / "raw" / "site", outside)
-    assert list_images(root, outside, ["train"])[0] == str(outside / "1_done.png")  # absolute: not below root
+    assert images_to_annotate(root, outside, ["train"])[0] == str(outside / "1_done.png")  # absolute: not below root
     with pytest.raises(DataError, match=r"image_dir: .*nope does not exist; expected a folder of images$"):
-        list_images(root, tmp_path / "nope", ["train"])
+        images_to_annotate(root, tmp_path / "nope", ["train"])
     (outside / "sub").mkdir()
     shutil.copy(outside / "3_wide.png", outside / "sub" / "3_wide.png")
     with pytest.raises(DataError, match=r"3_wide.png and .*sub/3_wide.png .* share the name '3_wide'"):
-        list_images(root, outside, ["train"])
+        images_to_annotate(root, outside, ["train"])
     save_annotation(LandmarkAnnotation("raw/site/2_small.png", 10, 10, SCHEME.name, [], False), root / "annotated")
     with pytest.raises(DataError, match=r"2_small.json: made for a 10x10 image, but .*2_small.png is 64x48"):
         session(root)
@@ -194,15 +194,14 @@ def test_mask_mode_loads_sam2_on_first_use_and_writes_the_dataset_layout(root):
         s.mask_files()
 
 
-def test_annotate_composes_although_the_dataset_chooses_its_task():
-    """`dataset=animal` picks the landmark task (override /task@_global_.task); annotate must still compose."""
+def test_annotate_composes_with_the_animal_dataset_and_binds_localhost():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("annotate")
-        assert cfg.task.name == "landmarks" and cfg.dataset.name == "animal"
+        assert cfg.dataset.name == "animal" and cfg.landmarks.num_points == 28
         assert cfg.ui.host == "127.0.0.1" and cfg.annotated_dir == f"{cfg.dataset.root}/annotated"
     GlobalHydra.instance().clear()
 

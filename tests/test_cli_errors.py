@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from src.models.sam2_build import build_sam2_model
+from src.models.sam2.build import build_sam2_model
 from tests.helpers import write_pair
 
 

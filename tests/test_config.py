@@ -4,6 +4,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
@@ -16,7 +17,7 @@ GROUPS = {
     for group in ("model", "dataset", "loss", "optimizer", "trainer", "task", "prompts", "augmentation")
 }
 SAM2_SIZES = ["base_plus", "large", "small", "tiny"]
-LANDMARK_DATASETS = {"animal", "synthetic_faces"}  # they choose task=landmarks
+LANDMARK_DATASETS = {"animal", "synthetic_faces"}  # annotated landmarks (animal also has masks)
 
 
 def test_the_groups_the_user_asked_for_exist():
@@ -28,62 +29,92 @@ def test_the_groups_the_user_asked_for_exist():
     assert {"default", "cyclic"} <= set(GROUPS["trainer"])
 
 
-def test_every_combination_composes_and_resolves(compose_cfg):
-    """Every training group crossed, with the task the dataset chooses (crossed with the task below)."""
-    names = [n for n in GROUPS if n != "task"]
-    choices = {**GROUPS, "model": SAM2_SIZES}
+SEGMENTATION_GROUPS = ("model", "dataset", "loss", "optimizer", "trainer", "prompts", "augmentation")
+LANDMARK_GROUPS = ("model", "dataset", "landmark_loss", "optimizer", "trainer")
+SEGMENTATION_ONLY = {"prompts", "augmentation", "loss", "evaluation"}
+
+
+def instantiate_parts(cfg) -> None:
+    """Build what a run builds from each `_target_` of `cfg` except the model: loss, optimizer, schedule, ..."""
+    from hydra.utils import instantiate
+    from torch import nn
+
+    from src.engine.optimizers import build_optimizer
+
+    optimizer = build_optimizer(instantiate(cfg.optimizer, _convert_="all"), nn.Linear(2, 2).parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    schedule = instantiate(cfg.trainer.scheduler)(total_steps=100, steps_per_epoch=10)
+    assert 0 < schedule(1) <= 1
+    if cfg.task.name == "segmentation":
+        assert isinstance(instantiate(cfg.loss), nn.Module)
+        instantiate(cfg.augmentation)
+        instantiate(cfg.evaluation.prompts)
+    else:
+        assert isinstance(instantiate(cfg.landmark_loss), nn.Module)
+        instantiate(cfg.task.heatmap, stride=4)
+        instantiate(cfg.task.augmentation)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "landmarks"])
+def test_every_combination_composes_and_builds_its_parts(compose_cfg, task):
+    """Every group of the task crossed; each combination's loss, optimizer and schedule are built (not only
+    composed), so a broken `_target_` fails here; the task's groups alone are composed and logged."""
+    names = SEGMENTATION_GROUPS if task == "segmentation" else LANDMARK_GROUPS
+    choices = {**GROUPS, "landmark_loss": sorted(p.stem for p in (Path(CONFIG_DIR) / "landmark_loss").glob("*.yaml"))}
+    if task == "segmentation":
+        choices["model"] = SAM2_SIZES
+        choices["dataset"] = [d for d in GROUPS["dataset"] if d not in LANDMARK_DATASETS] + ["animal"]
+    else:
+        choices["dataset"] = sorted(LANDMARK_DATASETS)
     combos = list(itertools.product(*(choices[n] for n in names)))
-    assert len(combos) >= 4 * 4 * 2 * 2 * 2
+    assert len(combos) >= (4 * 4 * 2 * 2 * 2 if task == "segmentation" else 5 * 2 * 2 * 2)
     for combo in combos:
-        overrides = [f"{n}={c}" for n, c in zip(names, combo, strict=True)]
-        cfg = compose_cfg(overrides)
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         choice = dict(zip(names, combo, strict=True))
-        assert resolved["model"]["name"] == choice["model"]
-        assert resolved["task"]["name"] == ("landmarks" if choice["dataset"] in LANDMARK_DATASETS else "segmentation")
+        cfg = compose_cfg([f"task={task}", *(f"{n}={c}" for n, c in choice.items())])
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        assert resolved["model"]["name"] == choice["model"] and resolved["task"]["name"] == task
+        other = {"landmark_loss"} if task == "segmentation" else SEGMENTATION_ONLY
+        assert not other & set(resolved), f"{task} composes another task's groups: {other & set(resolved)}"
         if choice["optimizer"] == "schedulefree" and choice["trainer"] == "cyclic":
             with pytest.raises(ConfigError, match="Schedule-Free"):
                 check_combination(cfg)
-        else:
-            check_combination(cfg)
+            continue
+        check_combination(cfg)
+        instantiate_parts(cfg)
 
 
-def test_every_task_model_and_dataset_composes_or_is_refused(compose_cfg):
-    for task, model, dataset in itertools.product(GROUPS["task"], GROUPS["model"], GROUPS["dataset"]):
-        cfg = compose_cfg([f"task={task}", f"model={model}", f"dataset={dataset}"])
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-        assert cfg.task.name == task  # a task on the command line wins over the dataset's
-        if task == "segmentation" and model == "hrnetv2_w18":
-            with pytest.raises(ConfigError, match="landmark model"):
-                check_combination(cfg)
-        elif task == "segmentation" and dataset == "synthetic_faces":
-            with pytest.raises(ConfigError, match="landmark annotations"):
-                check_combination(cfg)
-        else:
-            check_combination(cfg)
+@pytest.mark.parametrize("task", ["segmentation", "landmarks"])
+def test_each_task_builds_with_each_of_its_models(compose_cfg, task):
+    from hydra.utils import get_class
+
+    models = SAM2_SIZES if task == "segmentation" else GROUPS["model"]
+    dataset = "synthetic" if task == "segmentation" else "synthetic_faces"
+    for model in models:
+        cfg = compose_cfg([f"task={task}", f"model={model}", f"dataset={dataset}", "model.image_size=64"])
+        built = get_class(cfg.task._target_)(cfg, torch.device("cpu"))  # as src.train builds it
+        assert built.trainable_parameters(), (task, model)
 
 
-def test_the_task_follows_the_dataset_and_can_be_overridden(compose_cfg):
+def test_refused_combinations_name_the_task_to_use(compose_cfg):
+    with pytest.raises(ConfigError, match="landmark model"):
+        check_combination(compose_cfg(["task=segmentation", "model=hrnetv2_w18"]))
+    with pytest.raises(ConfigError, match="landmark annotations"):
+        check_combination(compose_cfg(["task=segmentation", "dataset=synthetic_faces"]))
+
+
+def test_presets_choose_the_task_and_entry_points_compose_with_every_dataset(compose_cfg):
     from tests.helpers import compose_config
 
-    for dataset in sorted(GROUPS["dataset"]):
-        cfg = compose_cfg([f"dataset={dataset}"])
-        expected = "landmarks" if dataset in LANDMARK_DATASETS else "segmentation"
-        assert cfg.task.name == expected, dataset
-        assert (cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode) == (
-            ("val/nme", "min") if expected == "landmarks" else ("val/miou", "max")
-        )
-    assert compose_cfg(["dataset=animal", "task=segmentation"]).task.name == "segmentation"
-    assert compose_cfg(["dataset=kvasir", "task=landmarks"]).task.name == "landmarks"
-    for loss in ("mse", "adaptive_wing"):
-        cfg = compose_cfg(["dataset=animal", "model=hrnetv2_w18", f"landmark_loss={loss}"])
-        check_combination(cfg)
-        assert cfg.landmark_loss._target_.startswith("src.landmarks.losses.")
-    # entry points that read a dataset but train nothing still compose with the landmark datasets
-    for config in ("evaluate", "prepare", "evaluate_landmarks"):
-        for dataset in ("animal", "synthetic_faces") if config == "evaluate_landmarks" else ("animal",):
-            cfg = compose_config(config, [f"dataset={dataset}"])
-            OmegaConf.to_container(cfg.dataset, resolve=True)
+    assert compose_cfg(["dataset=animal"]).task.name == "segmentation"  # a dataset no longer forces a task
+    landmarks = compose_cfg(["experiment=landmarks_demo"])
+    assert (landmarks.task.name, landmarks.trainer.early_stopping.monitor) == ("landmarks", "val/nme")
+    assert compose_cfg(["experiment=demo"]).trainer.early_stopping.monitor == "val/miou"
+    for config in ("evaluate", "prepare", "predict"):
+        datasets = {"evaluate": GROUPS["dataset"], "prepare": ["animal", "kvasir", "manga"], "predict": [None]}
+        for dataset in datasets[config]:
+            cfg = compose_config(config, [f"dataset={dataset}"] if dataset else [])
+            if "dataset" in cfg:
+                OmegaConf.to_container(cfg.dataset, resolve=True)
 
 
 def test_model_configs_name_sam2_configs_and_official_weights(compose_cfg):

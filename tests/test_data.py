@@ -11,12 +11,11 @@ from PIL import Image
 from src.data.augment import JointAugment
 from src.data.layout import find_pairs
 from src.data.mask_io import read_instance_mask
-from src.data.sampling import EpochSampler
-from src.data.segmentation_dataset import SegmentationDataset, collate_segmentation
 from src.data.synthetic import ensure_synthetic_dataset
+from src.engine.sampler import EpochSampler
 from src.errors import DataError
-from src.prompts import LABEL_POSITIVE
-from tests.helpers import write_pair
+from src.tasks.segmentation.dataset import SegmentationDataset, collate_segmentation
+from tests.helpers import from_conf, write_pair
 
 
 def test_pairs_are_matched_by_name(tmp_path, shapes_image):
@@ -110,8 +109,17 @@ def test_augmentation_moves_image_and_mask_together(shapes_image):
     image, ids = shapes_image
     image = cv2.resize(image, (128, 128), interpolation=cv2.INTER_NEAREST)
     ids = cv2.resize(ids, (128, 128), interpolation=cv2.INTER_NEAREST).astype(np.int32)
-    augment = JointAugment(
-        hflip=1.0, vflip=0.5, rotation=30, scale=(0.7, 1.3), brightness=0, contrast=0, saturation=0, hue=0
+    augment = from_conf(
+        JointAugment,
+        "augmentation/default",
+        hflip=1.0,
+        vflip=0.5,
+        rotation=30,
+        scale=(0.7, 1.3),
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        hue=0,
     )
     for seed in range(10):
         out_image, out_ids = augment(image, ids, np.random.default_rng(seed))
@@ -119,12 +127,22 @@ def test_augmentation_moves_image_and_mask_together(shapes_image):
         # away from the edges (where interpolation blends), object 1 is red and object 2 green
         inner = cv2.erode((out_ids == 1).astype(np.uint8), np.ones((5, 5))).astype(bool)
         assert inner.any() and (out_image[inner][:, 0] > 150).mean() > 0.95
-    assert not JointAugment(hflip=0, rotation=0, scale=(1, 1)).geometric
+    assert not from_conf(JointAugment, "augmentation/default", hflip=0, rotation=0, scale=(1, 1)).geometric
 
 
 def test_photometric_jitter_keeps_geometry(shapes_image):
     image, ids = shapes_image
-    augment = JointAugment(hflip=0, rotation=0, scale=(1, 1), brightness=0.5, contrast=0.5, saturation=0.5, hue=0.1)
+    augment = from_conf(
+        JointAugment,
+        "augmentation/default",
+        hflip=0,
+        rotation=0,
+        scale=(1, 1),
+        brightness=0.5,
+        contrast=0.5,
+        saturation=0.5,
+        hue=0.1,
+    )
     out_image, out_ids = augment(image, ids.astype(np.int32), np.random.default_rng(0))
     assert np.array_equal(out_ids, ids) and not np.array_equal(out_image, image) and out_image.dtype == np.uint8
 
@@ -148,18 +166,14 @@ def test_dataset_items_and_batches(tmp_path, shapes_image):
     image, ids = shapes_image
     write_pair(tmp_path, "val", "a", image, ids)
     write_pair(tmp_path, "val", "b", image, (ids == 2).astype(np.uint8) * 255)
-    data = SegmentationDataset(tmp_path, "val", image_size=64, prompt_mode="point", keep_original=True)
+    data = SegmentationDataset(tmp_path, "val", image_size=64)
     first = data[0]
     assert first["image"].shape == (3, 64, 64) and first["image"].dtype == torch.uint8
     assert first["masks"].shape == (2, 64, 64) and first["masks"].dtype == torch.bool
-    assert [m.shape for m in first["original_masks"]] == [(96, 128), (96, 128)]
-    assert torch.equal(first["original_masks"][0], torch.from_numpy(ids == 1))
-    assert (first["labels"] == LABEL_POSITIVE).all()
-    assert torch.equal(data[0]["points"], first["points"])  # fixed prompts
+    assert torch.equal(data[0]["masks"], first["masks"])  # the same draws for the same key
     batch = collate_segmentation([data[0], data[1]])
     assert batch["images"].shape == (2, 3, 64, 64)
     assert batch["image_index"].tolist() == [0, 0, 1]
-    assert batch["points"].shape == (3, 1, 2) and len(batch["original_masks"]) == 3
 
 
 def test_objects_are_capped_and_tiny_ones_dropped(tmp_path, shapes_image):

@@ -11,9 +11,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from src.errors import ConfigError
-from src.models.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
-from src.models.sam2_build import build_sam2_model
-from src.models.sam2_model import Sam2Model
+from src.models.sam2.build import build_sam2_model
+from src.models.sam2.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
+from src.models.sam2.model import Sam2Model
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 FROZEN = ["sam_mask_decoder", "sam_prompt_encoder"]

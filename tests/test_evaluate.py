@@ -11,11 +11,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from src.data.mask_io import read_image, read_instance_mask
+from src.data.user_input import parse_box
 from src.errors import ConfigError
 from src.evaluate import evaluate
-from src.inference import load_predictor
-from src.losses import mask_iou
-from src.user_input import parse_box, parse_points, user_prompts
+from src.tasks.segmentation.losses import mask_iou
+from src.tasks.segmentation.predictor import load_predictor
+from src.tasks.segmentation.user_prompts import parse_points, user_prompts
 from tests.helpers import compose_config, run_module
 
 MODES = ["point", "points", "box", "clicks"]
@@ -156,3 +157,28 @@ def test_identical_weights_compare_as_identical(fine_tuned_run, tmp_path):
     assert all(pair["original"] == pair["fine-tuned"] for pair in pairs.values())
     with pytest.raises(ConfigError, match="compare=true compares the original model with checkpoint"):
         evaluate(compose_config("evaluate", ["compare=true"]))
+
+
+def test_training_validation_reports_the_number_evaluate_reports(tmp_path):
+    """The metric a sweep optimises (val/miou) is src.evaluate's point-mode mIoU on the same split."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.helpers import FAST_RUN, isolated_paths
+
+    train = [*FAST_RUN, *isolated_paths(tmp_path), "trainer.max_steps=2", "optimizer.lr=1e-4"]
+    result = run_module("src.train", [*train, "data.cache_embeddings=false"])  # both encode each image alone
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    final = max(client.get_metric_history(run.info.run_id, "val/miou"), key=lambda m: m.step)
+    assert final.step == 2
+
+    report = tmp_path / "report"
+    data = [o for o in FAST_RUN if o.startswith("dataset.")]
+    args = [f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}", "evaluation.prompts.modes=[point]", *data]
+    paths = [*isolated_paths(tmp_path)[:3], f"hydra.run.dir={report}", f"paths.run_dir={report}"]
+    result = run_module("src.evaluate", [*args, *paths])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (row,) = rows_of(report / "summary.csv")
+    assert row["mode"] == "point" and 0 < final.value < 1
+    assert float(row["miou"]) == pytest.approx(final.value, abs=1e-6)

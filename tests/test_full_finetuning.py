@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from src.models.sam2_build import build_sam2_model
-from src.models.sam2_model import TRAINABLE_PARTS, Sam2Model
+from src.models.sam2.build import build_sam2_model
+from src.models.sam2.model import TRAINABLE_PARTS, Sam2Model
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 

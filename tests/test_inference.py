@@ -12,15 +12,16 @@ from omegaconf import OmegaConf
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
 from src.cli import CONFIG_DIR
-from src.data.segmentation_dataset import resize_image
+from src.data.user_input import parse_box
 from src.errors import CheckpointError, PromptError
-from src.inference import Sam2Predictor, build_predictor, chosen_weights, load_predictor
-from src.interactive import ClickSession
-from src.losses import mask_iou
-from src.metrics import clicks_to_reach, mask_dice
-from src.models.trained_weights import Weights, read_trained_checkpoint
-from src.prompts import Prompts
-from src.user_input import check_inside, format_prompt, parse_box, parse_points, user_prompts
+from src.tasks.segmentation.dataset import resize_image
+from src.tasks.segmentation.interactive import ClickSession
+from src.tasks.segmentation.losses import mask_iou
+from src.tasks.segmentation.metrics import clicks_to_reach, mask_dice
+from src.tasks.segmentation.predictor import Sam2Predictor, build_predictor, chosen_weights, load_predictor
+from src.tasks.segmentation.prompts import Prompts
+from src.tasks.segmentation.user_prompts import check_inside, format_prompt, parse_points, user_prompts
+from src.tracking.checkpoints import Weights, read_trained_checkpoint
 from tests.helpers import compose_config
 
 

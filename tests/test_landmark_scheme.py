@@ -2,7 +2,7 @@
 
 import pytest
 
-from src.landmarks.scheme import LandmarkScheme, load_scheme
+from src.tasks.landmarks.scheme import LandmarkScheme, load_scheme
 
 
 def test_anime_face_28_matches_the_seed_groups_and_colors():
@@ -43,7 +43,7 @@ def test_bad_schemes_name_the_key():
 
 def test_annotation_round_trip_and_errors(tmp_path):
     from src.errors import DataError
-    from src.landmarks.annotations import LandmarkAnnotation, annotation_path, load_annotation, save_annotation
+    from src.tasks.landmarks.annotations import LandmarkAnnotation, annotation_path, load_annotation, save_annotation
 
     scheme = load_scheme("anime_face_28")
     points = [(i + 0.25, 2.0 * i) for i in range(28)]

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from src.data.landmark_dataset import LandmarkAugment, LandmarkDataset
-from src.data.synthetic_faces import ensure_synthetic_faces
 from src.errors import CheckpointError, DataError
-from src.landmarks.heatmaps import HeatmapCodec
-from src.landmarks.losses import AdaptiveWing, HeatmapMSE
-from src.landmarks.nme import NmeMeter
-from src.landmarks.scheme import load_scheme
+from src.tasks.landmarks.dataset import LandmarkAugment, LandmarkDataset
+from src.tasks.landmarks.heatmaps import HeatmapCodec
+from src.tasks.landmarks.losses import AdaptiveWing, HeatmapMSE
+from src.tasks.landmarks.nme import NmeMeter
+from src.tasks.landmarks.scheme import load_scheme
+from src.tasks.landmarks.synthetic_faces import ensure_synthetic_faces
+from tests.helpers import from_conf
 
 SCHEME = load_scheme("anime_face_28")
 
@@ -21,24 +22,26 @@ SCHEME = load_scheme("anime_face_28")
 def test_heatmaps_decode_to_the_encoded_sub_pixel_points():
     size = 128
     points = (0.15 + 0.7 * torch.rand(1, 200, 2, generator=torch.Generator().manual_seed(0))) * size
-    refined = HeatmapCodec(sigma=2.0, blur_kernel=11, stride=4)
+    refined = from_conf(HeatmapCodec, "task/landmarks", "heatmap", sigma=2.0, blur_kernel=11, stride=4)
     heatmaps, weights = refined.encode(points[0], size)
     assert heatmaps.shape == (200, 32, 32) and bool(weights.all())
     decoded, scores = refined.decode(heatmaps[None])
     error = (decoded - points).abs()
     assert error.max() < 0.25  # well within a pixel of the input, from 4x coarser heatmaps
     assert scores.min() > 0.8
-    plain, _ = HeatmapCodec(sigma=2.0, stride=4, refine=False).decode(heatmaps[None])
+    plain, _ = from_conf(HeatmapCodec, "task/landmarks", "heatmap", sigma=2.0, stride=4, refine=False).decode(
+        heatmaps[None]
+    )
     assert (plain - points).abs().mean() > 5 * error.mean()  # arg-max alone is off by up to half a cell
 
 
 def test_points_outside_the_crop_get_no_target_and_no_weight():
-    codec = HeatmapCodec(sigma=2.0, stride=4)
+    codec = from_conf(HeatmapCodec, "task/landmarks", "heatmap", sigma=2.0, stride=4)
     heatmaps, weights = codec.encode(torch.tensor([[30.0, 30.0], [-5.0, 10.0], [10.0, 64.0]]), 64)
     assert weights.tolist() == [1.0, 0.0, 0.0]
     assert heatmaps[0].max() > 0.9 and heatmaps[1:].abs().sum() == 0
     target = heatmaps[None]
-    for loss in (HeatmapMSE(), AdaptiveWing()):
+    for loss in (from_conf(HeatmapMSE, "landmark_loss/mse"), from_conf(AdaptiveWing, "landmark_loss/adaptive_wing")):
         wrong_outside = target.clone()
         wrong_outside[0, 1:] = 1.0  # errors on weight-0 points do not count
         assert float(loss(wrong_outside, target, weights[None])["loss"]) == pytest.approx(0.0, abs=1e-6)
@@ -81,10 +84,20 @@ def faces(tmp_path_factory) -> Path:
 
 
 def test_flip_mirrors_the_crop_and_swaps_left_and_right_points(faces):
-    codec = HeatmapCodec(stride=4)
+    codec = from_conf(HeatmapCodec, "task/landmarks", "heatmap", stride=4)
     common = {"root": faces, "split": "train", "scheme": SCHEME, "image_size": 64, "codec": codec}
-    flip_only = LandmarkAugment(
-        hflip=1.0, rotation=0, scale=(1, 1), shift=0, brightness=0, contrast=0, saturation=0, hue=0
+    flip_only = from_conf(
+        LandmarkAugment,
+        "task/landmarks",
+        "augmentation",
+        hflip=1.0,
+        rotation=0,
+        scale=(1, 1),
+        shift=0,
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        hue=0,
     )
     plain, flipped = LandmarkDataset(**common)[0], LandmarkDataset(augment=flip_only, **common)[(0, 7)]
     assert torch.equal(flipped["image"], plain["image"].flip(-1))
@@ -99,9 +112,19 @@ def test_flip_mirrors_the_crop_and_swaps_left_and_right_points(faces):
 
 
 def test_rotation_and_scale_move_points_with_the_pixels(faces):
-    codec = HeatmapCodec(stride=4)
-    augment = LandmarkAugment(
-        hflip=0, rotation=40, scale=(0.6, 1.4), shift=0.1, brightness=0, contrast=0, saturation=0, hue=0
+    codec = from_conf(HeatmapCodec, "task/landmarks", "heatmap", stride=4)
+    augment = from_conf(
+        LandmarkAugment,
+        "task/landmarks",
+        "augmentation",
+        hflip=0,
+        rotation=40,
+        scale=(0.6, 1.4),
+        shift=0.1,
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        hue=0,
     )
     dataset = LandmarkDataset(faces, "train", SCHEME, 64, codec, augment=augment)
     plain = LandmarkDataset(faces, "train", SCHEME, 64, codec)[1]
@@ -123,34 +146,34 @@ def test_dataset_skips_unfinished_annotations_and_names_broken_files(faces, tmp_
     record["complete"], record["points"] = False, record["points"][:5]
     (root / "annotated" / f"{Path(second).stem}.json").write_text(json.dumps(record))
     (root / "annotated" / f"{Path(third).stem}.json").unlink()
-    dataset = LandmarkDataset(root, "train", SCHEME, 64, HeatmapCodec())
+    dataset = LandmarkDataset(root, "train", SCHEME, 64, from_conf(HeatmapCodec, "task/landmarks", "heatmap", stride=4))
     assert len(dataset) == 1 and dataset.skipped == {"not annotated": 1, "incomplete": 1}
 
     broken = root / "annotated" / f"{Path(first).stem}.json"
     broken.write_text("{not json")
     with pytest.raises(DataError, match=str(broken)):
-        LandmarkDataset(root, "train", SCHEME, 64, HeatmapCodec())
+        LandmarkDataset(root, "train", SCHEME, 64, from_conf(HeatmapCodec, "task/landmarks", "heatmap", stride=4))
     with pytest.raises(DataError, match=r"val\.txt|missing.txt"):
-        LandmarkDataset(root, "missing", SCHEME, 64, HeatmapCodec())
+        LandmarkDataset(root, "missing", SCHEME, 64, from_conf(HeatmapCodec, "task/landmarks", "heatmap", stride=4))
 
     good = json.loads((faces / "annotated" / f"{Path(first).stem}.json").read_text())
     good["width"] += 10
     broken.write_text(json.dumps(good))
-    dataset = LandmarkDataset(root, "train", SCHEME, 64, HeatmapCodec())
+    dataset = LandmarkDataset(root, "train", SCHEME, 64, from_conf(HeatmapCodec, "task/landmarks", "heatmap", stride=4))
     with pytest.raises(DataError, match=f"{broken}.*{Path(first).name}"):
         dataset[0]
 
 
 def test_mmpose_checkpoint_keys_land_in_the_timm_hrnet_and_head(tmp_path):
-    from src.models.landmark_model import build_landmark_model
-    from src.models.landmark_weights import load_backbone_checkpoint, mmpose_to_ours, ours_to_mmpose
+    from src.tasks.landmarks.model import build_landmark_model
+    from src.tasks.landmarks.weights import load_backbone_checkpoint, mmpose_to_ours, ours_to_mmpose
 
     cfg = {
         "name": "hrnetv2_w18",
         "image_size": 64,
         "trainable": ["backbone"],
         "backbone": {
-            "_target_": "src.models.landmark_model.TimmBackbone",
+            "_target_": "src.tasks.landmarks.model.TimmBackbone",
             "name": "hrnet_w18",
             "feature_location": "",
             "out_indices": [1, 2, 3, 4],
@@ -206,9 +229,9 @@ def test_mmpose_checkpoint_keys_land_in_the_timm_hrnet_and_head(tmp_path):
 
 
 def test_sam2_weights_feed_the_landmark_models_image_encoder(tmp_path):
-    from src.models.landmark_model import build_landmark_model
-    from src.models.landmark_weights import load_backbone_checkpoint
-    from src.models.sam2_build import build_sam2_model
+    from src.models.sam2.build import build_sam2_model
+    from src.tasks.landmarks.model import build_landmark_model
+    from src.tasks.landmarks.weights import load_backbone_checkpoint
 
     config = "configs/sam2.1/sam2.1_hiera_t.yaml"
     torch.manual_seed(0)
@@ -228,8 +251,8 @@ def test_sam2_weights_feed_the_landmark_models_image_encoder(tmp_path):
 
 
 def test_a_segmentation_checkpoint_is_refused_by_the_landmark_predictor(tmp_path):
-    from src.landmarks.exported import load_exported
-    from src.landmarks.predictor import LandmarkPredictor
+    from src.tasks.landmarks.export import load_exported
+    from src.tasks.landmarks.predictor import LandmarkPredictor
 
     segmentation = {"model": {}, "meta": {"model": "tiny", "sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml"}}
     with pytest.raises(CheckpointError, match=r"best\.pt: not a landmark checkpoint"):
@@ -240,9 +263,9 @@ def test_a_segmentation_checkpoint_is_refused_by_the_landmark_predictor(tmp_path
 
 
 def test_task_weights_round_trip_and_refuse_another_models_checkpoint(compose_cfg):
-    from src.tasks.landmarks import LandmarkTask
+    from src.tasks.landmarks.task import LandmarkTask
 
-    common = ["dataset=synthetic_faces", "model.image_size=64", "model.checkpoint=null"]
+    common = ["task=landmarks", "dataset=synthetic_faces", "model.image_size=64", "model.checkpoint=null"]
     torch.manual_seed(0)
     hrnet = LandmarkTask(compose_cfg([*common, "model=hrnetv2_w18"]), torch.device("cpu"))
     saved = hrnet.export_weights()

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from tests.helpers import LANDMARK_RUN, isolated_paths, run_module
 
 DATA = [o for o in LANDMARK_RUN if o.startswith("dataset")]  # the same generated faces for every command
+DATA_ONLY = DATA  # the same generated faces for every command
 
 
 def output(result) -> str:
@@ -40,11 +41,12 @@ def test_training_lowers_nme_on_the_val_split(landmark_run):
     assert (landmark_run / "run" / "checkpoints" / "best.pt").is_file()
 
 
-def test_evaluate_landmarks_writes_metrics_and_pictures(landmark_run):
+def test_evaluate_on_a_landmark_checkpoint_writes_nme_metrics_and_pictures(landmark_run):
+    """`src.evaluate` learns the task from the checkpoint: no task= on the command line."""
     run_dir = landmark_run / "evaluate"
     paths = [*isolated_paths(landmark_run)[:3], f"hydra.run.dir={run_dir}"]
-    args = [f"checkpoint={landmark_run / 'run'}", "split=test", "num_pictures=3", *DATA, *paths]
-    result = run_module("src.evaluate_landmarks", args)
+    args = [f"checkpoint={landmark_run / 'run'}", "split=test", "evaluation.num_pictures=3", *DATA, *paths]
+    result = run_module("src.evaluate", args)
     assert result.returncode == 0, output(result)[-4000:]
     assert "NME (bbox) on 4 images" in result.stdout and "failure rate" in result.stdout
     report = json.loads((run_dir / "metrics.json").read_text())
@@ -55,7 +57,7 @@ def test_evaluate_landmarks_writes_metrics_and_pictures(landmark_run):
     assert [p.name for p in (run_dir / "visualizations").iterdir()] == ["samples_000.png"]
     client = MlflowClient(f"sqlite:///{landmark_run / 'outputs' / 'mlflow.db'}")
     runs = client.search_runs(
-        [client.get_experiment_by_name("synthetic_faces").experiment_id], "tags.job = 'evaluate_landmarks'"
+        [client.get_experiment_by_name("synthetic_faces").experiment_id], "tags.job = 'evaluate'"
     )
     assert len(runs) == 1 and runs[0].data.metrics["test/nme"] == pytest.approx(metrics["nme"])
 
@@ -64,8 +66,8 @@ def test_export_reloads_without_the_trainer_and_predicts_the_same(landmark_run):
     import torch
 
     from src.data.mask_io import read_image
-    from src.landmarks.exported import load_exported
-    from src.landmarks.predictor import LandmarkPredictor
+    from src.tasks.landmarks.export import load_exported
+    from src.tasks.landmarks.predictor import LandmarkPredictor
     from src.utils.checkpoint_io import read_checkpoint
 
     output_file = landmark_run / "export" / "animal_character_hrnetv2.pth"
@@ -90,7 +92,7 @@ def test_export_reloads_without_the_trainer_and_predicts_the_same(landmark_run):
     predicted = landmark_run / "predicted"
     image = faces / (faces / "test.txt").read_text().split()[0]
     args = [f"image={image}", f"checkpoint={output_file}", f"output_dir={predicted}", "box=[20,20,90,90]", *paths]
-    result = run_module("src.predict_landmarks", args)
+    result = run_module("src.predict", args)
     assert result.returncode == 0, output(result)[-4000:]
     record = json.loads((predicted / f"{image.stem}_landmarks.json").read_text())
     expected = exported.predict(read_image(image), (20, 20, 90, 90)).points

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from src.losses import MaskLoss, bce_loss, dice_loss, mask_iou, sigmoid_focal_loss
+from src.tasks.segmentation.losses import MaskLoss, bce_loss, dice_loss, mask_iou, sigmoid_focal_loss
 
 
 def sigmoid(x: float) -> float:

@@ -8,9 +8,9 @@ from sam2.build_sam import build_sam2
 
 from src.cli import CONFIG_DIR
 from src.errors import CheckpointError, ConfigError
-from src.models.sam2_build import build_sam2_model, load_sam2_weights
-from src.models.sam2_model import Sam2Model
-from src.prompts import fixed_prompts
+from src.models.sam2.build import build_sam2_model, load_sam2_weights
+from src.models.sam2.model import Sam2Model
+from src.tasks.segmentation.prompts import point_prompts
 from src.utils.seeding import torch_generator
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -82,7 +82,7 @@ def test_each_prompt_is_decoded_against_its_own_image(tiny_weights):
     masks = torch.zeros(3, 128, 128, dtype=torch.bool)
     masks[0, 10:50, 10:50] = masks[1, 60:120, 30:90] = masks[2, 5:40, 70:120] = True
     image_index = torch.tensor([0, 1, 1])
-    prompts = fixed_prompts(masks, "point", torch_generator(0))
+    prompts = point_prompts(masks, 1, 0, torch_generator(0))
     with torch.no_grad():
         features = model.encode(images)
         batched = model.decode(features, image_index, prompts.points, prompts.labels, multimask=True)

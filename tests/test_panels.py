@@ -9,9 +9,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from src.metrics import match_boxes
-from src.preparation.inputs import Unlabelled
-from src.preparation.panels import PanelExtractor, panel_boxes
+from src.data.preparation.inputs import Unlabelled
+from src.data.preparation.panels import PanelExtractor, panel_boxes
+from src.tasks.segmentation.metrics import match_boxes
 from tests.helpers import run_module
 from tests.prepare_helpers import GRID, H, W, draw_page, manga_pages, write_pages
 

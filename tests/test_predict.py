@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from src.data.user_input import read_user_image
 from src.errors import DataError
-from src.inference import load_predictor
-from src.interactive import ClickSession
-from src.user_input import read_user_image, user_prompts
+from src.tasks.segmentation.interactive import ClickSession
+from src.tasks.segmentation.predictor import load_predictor
+from src.tasks.segmentation.user_prompts import user_prompts
 from tests.browser import browser_page, click_image, download, free_port, require_chromium, served, wait_for_image
 from tests.helpers import compose_config, run_module
 

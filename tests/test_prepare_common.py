@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from src.data.preparation.builder import RECORD, DatasetBuilder, current_report
+from src.data.preparation.splits import assign_splits, read_split_lists, split_counts, write_split_lists
 from src.errors import ConfigError, DataError
-from src.preparation.builder import RECORD, DatasetBuilder, current_report
-from src.preparation.splits import assign_splits, read_split_lists, split_counts, write_split_lists
 
 
 def test_splits_have_exact_seeded_sizes():
@@ -104,4 +104,4 @@ def test_each_dataset_has_a_preparation_that_composes(compose_prepare, tmp_path,
     cfg = compose_prepare(f"dataset={dataset}")
     resolved = OmegaConf.to_container(cfg.prepare, resolve=True)
     assert resolved["root"] == str(tmp_path / "data" / dataset)
-    assert resolved["_target_"].startswith(f"src.preparation.{dataset}.")
+    assert resolved["_target_"].startswith(f"src.data.preparation.{dataset}.")

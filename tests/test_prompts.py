@@ -2,7 +2,7 @@
 
 import torch
 
-from src.prompts import (
+from src.tasks.segmentation.prompts import (
     BOX,
     LABEL_BOX_BOTTOM_RIGHT,
     LABEL_BOX_TOP_LEFT,
@@ -11,13 +11,13 @@ from src.prompts import (
     LABEL_POSITIVE,
     POINT,
     PromptSampler,
-    fixed_prompts,
     jitter_boxes,
     mask_to_box,
     point_prompts,
     sample_correction_clicks,
 )
 from src.utils.seeding import torch_generator
+from tests.helpers import from_conf
 
 
 def blobs() -> torch.Tensor:
@@ -72,7 +72,7 @@ def test_box_jitter_is_bounded_by_noise_fraction_and_pixel_cap():
 
 
 def test_box_prompts_are_corner_points_with_box_labels():
-    sampler = PromptSampler(box_noise=0.0)
+    sampler = from_conf(PromptSampler, "prompts/default", box_noise=0.0)
     prompts = sampler.initial(blobs(), BOX, torch_generator(0))
     assert prompts.points.shape == (3, 2, 2)
     assert (prompts.labels == torch.tensor([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT])).all()
@@ -97,7 +97,7 @@ def test_correction_clicks_land_in_the_error_region_with_the_right_label():
 
 
 def test_correction_adds_one_click_per_object_each_round():
-    sampler = PromptSampler(correction_clicks=3)
+    sampler = from_conf(PromptSampler, "prompts/default", correction_clicks=3)
     gt = blobs()
     prompts = sampler.initial(gt, POINT, torch_generator(0))
     assert sampler.multimask(prompts)
@@ -105,23 +105,25 @@ def test_correction_adds_one_click_per_object_each_round():
         prompts = sampler.correct(gt, torch.zeros_like(gt), prompts, torch_generator(expected))
         assert prompts.num_points == expected
     assert not sampler.multimask(prompts)
-    centre = PromptSampler(correction_method="center").correct(gt, torch.zeros_like(gt), prompts, torch_generator(0))
+    centre = from_conf(PromptSampler, "prompts/default", correction_method="center").correct(
+        gt, torch.zeros_like(gt), prompts, torch_generator(0)
+    )
     assert lookup(gt, centre.points[:, -1:]).all()  # the centre of a miss lies inside the object
 
 
 def test_sampling_is_fixed_by_the_seed():
     masks = blobs()
-    a = fixed_prompts(masks, POINT, torch_generator(7))
-    b = fixed_prompts(masks, POINT, torch_generator(7))
-    c = fixed_prompts(masks, POINT, torch_generator(8))
+    a = point_prompts(masks, 1, 0, torch_generator(7))
+    b = point_prompts(masks, 1, 0, torch_generator(7))
+    c = point_prompts(masks, 1, 0, torch_generator(8))
     assert torch.equal(a.points, b.points) and not torch.equal(a.points, c.points)
 
 
 def test_mode_choice_follows_point_prob():
-    always_points = PromptSampler(point_prob=1.0)
-    always_boxes = PromptSampler(point_prob=0.0)
+    always_points = from_conf(PromptSampler, "prompts/default", point_prob=1.0)
+    always_boxes = from_conf(PromptSampler, "prompts/default", point_prob=0.0)
     gen = torch_generator(0)
     assert {always_points.choose_mode(gen) for _ in range(10)} == {POINT}
     assert {always_boxes.choose_mode(gen) for _ in range(10)} == {BOX}
-    mixed = PromptSampler(point_prob=0.5)
+    mixed = from_conf(PromptSampler, "prompts/default", point_prob=0.5)
     assert {mixed.choose_mode(gen) for _ in range(50)} == {POINT, BOX}

@@ -18,10 +18,10 @@ import torch
 import yaml
 
 from src.errors import CheckpointError, ConfigError
-from src.landmarks.exported import load_exported, write_export
-from src.landmarks.predictor import LandmarkPredictor
-from src.models.sam2_build import build_sam2_model
-from src.models.trained_weights import read_trained_checkpoint
+from src.models.sam2.build import build_sam2_model
+from src.tasks.landmarks.export import load_exported
+from src.tasks.landmarks.predictor import LandmarkPredictor
+from src.tracking.checkpoints import read_trained_checkpoint, write_export
 from src.utils.checkpoint_io import read_checkpoint
 from tests.helpers import compose_config, isolated_paths, run_module
 
@@ -39,12 +39,11 @@ class MakesFolder:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> dict:
     """A landmark checkpoint as src.train writes it (HRNetV2-W18 at 64 px, random weights)."""
-    from src.tasks.landmarks import LandmarkTask
+    from src.tasks.landmarks.task import LandmarkTask
 
     tmp = tmp_path_factory.mktemp("security")
-    cfg = compose_config(
-        "train", ["dataset=synthetic_faces", "model=hrnetv2_w18", "model.image_size=64", *isolated_paths(tmp)]
-    )
+    overrides = ["task=landmarks", "dataset=synthetic_faces", "model=hrnetv2_w18", "model.image_size=64"]
+    cfg = compose_config("train", [*overrides, *isolated_paths(tmp)])
     torch.manual_seed(0)
     return LandmarkTask(cfg, torch.device("cpu")).export_weights()
 
@@ -117,8 +116,8 @@ def test_the_command_line_refuses_a_poisoned_export_in_one_line(checkpoint, tmp_
     import cv2
 
     cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
-    for entry in ("src.predict_landmarks",):
-        result = run_module(entry, [f"checkpoint={export}", f"image={image}", *isolated_paths(tmp_path)])
+    for entry, args in (("src.predict", [f"image={image}"]), ("src.evaluate", ["dataset=synthetic_faces"])):
+        result = run_module(entry, [f"checkpoint={export}", *args, *isolated_paths(tmp_path)])
         printed = result.stdout + result.stderr
         assert result.returncode == 1, printed[-2000:]
         assert "meta.model_config.backbone" in printed and "expected a backbone key (hrnet_w18)" in printed
@@ -129,13 +128,13 @@ def test_the_command_line_refuses_a_poisoned_export_in_one_line(checkpoint, tmp_
 def test_a_checkpoint_written_before_registry_keys_still_loads_and_predicts_the_same(checkpoint):
     legacy = copy.deepcopy(checkpoint)
     legacy["meta"]["model_config"]["backbone"] = {
-        "_target_": "src.models.landmark_model.TimmBackbone",
+        "_target_": "src.tasks.landmarks.model.TimmBackbone",
         "name": "hrnet_w18",
         "pretrained": False,
         "feature_location": "",
         "out_indices": [1, 2, 3, 4],
     }
-    legacy["meta"]["heatmap"]["_target_"] = "src.landmarks.heatmaps.HeatmapCodec"
+    legacy["meta"]["heatmap"]["_target_"] = "src.tasks.landmarks.heatmaps.HeatmapCodec"
     image = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
     old = LandmarkPredictor.from_checkpoint(legacy, "old/best.pt").predict(image)
     new = LandmarkPredictor.from_checkpoint(checkpoint, "new/best.pt").predict(image)
@@ -145,7 +144,7 @@ def test_a_checkpoint_written_before_registry_keys_still_loads_and_predicts_the_
 def test_a_legacy_target_with_other_options_is_refused(checkpoint):
     legacy = copy.deepcopy(checkpoint)
     legacy["meta"]["model_config"]["backbone"] = {
-        "_target_": "src.models.landmark_model.TimmBackbone",
+        "_target_": "src.tasks.landmarks.model.TimmBackbone",
         "name": "resnet50",
         "feature_location": "",
         "out_indices": [1, 2, 3, 4],

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src.config import PROJECT_ROOT
-from src.sweeps import PARENT_TAG
+from src.tracking.sweeps import PARENT_TAG
 from tests.helpers import FAST_RUN, isolated_paths
 from tests.system_packages import ensure_debian_packages
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from src.data import synthetic
 from src.errors import ConfigError
-from src.sweeps import PARENT_TAG, SWEEP_FILE, MlflowSweepCallback, check_direction
+from src.tracking.sweeps import PARENT_TAG, SWEEP_FILE, MlflowSweepCallback, check_direction
 from tests.helpers import FAST_RUN, free_port, isolated_paths, run_module
 
 # a job of a sweep: two optimizer steps on 4 images, then validation on 2

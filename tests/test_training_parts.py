@@ -6,11 +6,12 @@ import pytest
 import schedulefree
 import torch
 
+from src.engine.checkpoints import CheckpointDir, find_checkpoint_dir
+from src.engine.optimizers import current_lr, eval_weights, is_schedule_free
+from src.engine.schedules import Constant, CosineWarmRestarts, WarmupCosine
 from src.errors import CheckpointError
-from src.tracking import MlflowTracker, flatten
-from src.training.checkpointing import CheckpointDir, find_checkpoint_dir, weights_file
-from src.training.optim import current_lr, eval_weights, is_schedule_free
-from src.training.schedules import Constant, CosineWarmRestarts, WarmupCosine
+from src.tracking.runs import MlflowTracker, flatten
+from src.utils.checkpoint_io import weights_file
 
 
 def test_warmup_cosine_rises_then_decays_to_the_floor():

@@ -1,1 +1,1 @@
-"""Datasets: the on-disk mask layout, the embedded synthetic set, augmentation and batching."""
+"""Datasets shared by tasks: the on-disk layout, mask and image files, augmentation, preparation."""

@@ -17,14 +17,14 @@ class JointAugment:
 
     def __init__(
         self,
-        hflip: float = 0.5,
-        vflip: float = 0.0,
-        rotation: float = 15.0,
-        scale: Sequence[float] = (0.8, 1.2),
-        brightness: float = 0.2,
-        contrast: float = 0.2,
-        saturation: float = 0.2,
-        hue: float = 0.02,
+        hflip: float,
+        vflip: float,
+        rotation: float,
+        scale: Sequence[float],
+        brightness: float,
+        contrast: float,
+        saturation: float,
+        hue: float,
     ):
         self.hflip, self.vflip, self.rotation = float(hflip), float(vflip), float(rotation)
         self.scale = (float(scale[0]), float(scale[1]))

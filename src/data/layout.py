@@ -14,11 +14,53 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.data.mask_io import image_size
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LAYOUT_HINT = "expected ROOT/images/SPLIT/NAME.jpg|png with a mask ROOT/masks/SPLIT/NAME.png of the same size"
+
+
+IMAGES, MASKS = "images", "masks"  # the two folders of a dataset root, each with one folder per split
+
+
+def image_dir(root: str | Path, split: str) -> Path:
+    return Path(root) / IMAGES / split
+
+
+def mask_dir(root: str | Path, split: str) -> Path:
+    return Path(root) / MASKS / split
+
+
+def mask_file(root: str | Path, split: str, name: str) -> Path:
+    """Where the mask of image `name` goes (always PNG: masks must survive without compression loss)."""
+    return mask_dir(root, split) / f"{name}.png"
+
+
+def image_name(path: Path, folder: Path) -> str:
+    """`folder/a/b/001.jpg` -> `a_b_001`: pages of different books stay apart."""
+    return "_".join(path.relative_to(folder).with_suffix("").parts)
+
+
+def list_images(folder: str | Path | None, key: str, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """name -> file for every image under `folder` (recursively, hidden files ignored)."""
+    if folder is None:
+        raise ConfigError(f"{key} is not set: expected a folder")
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{key}={folder}: no such folder")
+    suffixes = tuple(suffixes)
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if path.is_file() and path.suffix.lower() in suffixes and not hidden:
+            name = image_name(path, folder)
+            if name in found:
+                raise DataError(f"{found[name]} and {path} both give the name {name!r}; rename one of them")
+            found[name] = path
+    if not found:
+        raise DataError(f"{key}={folder} holds no images ({', '.join(suffixes)})")
+    return found
 
 
 @dataclass(frozen=True)
@@ -46,19 +88,19 @@ def _listing(names: list[str], limit: int = 10) -> str:
 def find_pairs(root: str | Path, split: str, check_sizes: bool = True) -> list[Pair]:
     """All image/mask pairs of a split, matched by file name without extension."""
     root = Path(root)
-    image_dir, mask_dir = root / "images" / split, root / "masks" / split
-    for folder in (image_dir, mask_dir):
+    images_in, masks_in = image_dir(root, split), mask_dir(root, split)
+    for folder in (images_in, masks_in):
         if not folder.is_dir():
             raise DataError(f"{folder} does not exist; {LAYOUT_HINT} (dataset.root={root})")
-    images = _by_stem(image_dir, IMAGE_SUFFIXES)
-    masks = _by_stem(mask_dir, MASK_SUFFIXES)
+    images = _by_stem(images_in, IMAGE_SUFFIXES)
+    masks = _by_stem(masks_in, MASK_SUFFIXES)
     if not images:
-        raise DataError(f"split {split!r} is empty: no images in {image_dir}; {LAYOUT_HINT}")
+        raise DataError(f"split {split!r} is empty: no images in {images_in}; {LAYOUT_HINT}")
     problems = []
     if missing := sorted(images.keys() - masks.keys()):
-        problems.append(f"{len(missing)} images in {image_dir} have no mask in {mask_dir}: {_listing(missing)}")
+        problems.append(f"{len(missing)} images in {images_in} have no mask in {masks_in}: {_listing(missing)}")
     if orphans := sorted(masks.keys() - images.keys()):
-        problems.append(f"{len(orphans)} masks in {mask_dir} have no image in {image_dir}: {_listing(orphans)}")
+        problems.append(f"{len(orphans)} masks in {masks_in} have no image in {images_in}: {_listing(orphans)}")
     pairs = [Pair(name, images[name], masks[name]) for name in sorted(images.keys() & masks.keys())]
     if check_sizes and not problems:
         mismatched = []

@@ -17,6 +17,7 @@ import numpy as np
 from skimage import data as skdata
 from tqdm import tqdm
 
+from src.data.layout import image_dir, mask_dir, mask_file
 from src.errors import ConfigError, DataError
 from src.utils.atomic import atomic_dir, file_lock
 
@@ -154,15 +155,15 @@ def _write(
     seed: int,
 ) -> None:
     for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
-        (tmp / "images" / split).mkdir(parents=True)
-        (tmp / "masks" / split).mkdir(parents=True)
+        image_dir(tmp, split).mkdir(parents=True)
+        mask_dir(tmp, split).mkdir(parents=True)
         for i in tqdm(range(count), desc=f"synthetic {split}", leave=False):
             rng = np.random.default_rng([seed, split_id, i])
             image, ids = make_sample(rng, image_size, min_shapes, max_shapes, min_size, max_size)
             name = f"{split}_{i:04d}"
             jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
-            cv2.imwrite(str(tmp / "images" / split / f"{name}.jpg"), image[..., ::-1], jpeg)
-            cv2.imwrite(str(tmp / "masks" / split / f"{name}.png"), ids)
+            cv2.imwrite(str(image_dir(tmp, split) / f"{name}.jpg"), image[..., ::-1], jpeg)
+            cv2.imwrite(str(mask_file(tmp, split, name)), ids)
 
 
 def generate_once(root: Path, spec: dict, spec_file: str, kind: str, write: Callable[[Path], None]) -> Path:

@@ -1,1 +1,1 @@
-"""Model construction: SAM2 built from its packaged configs, its weights, and a trainable wrapper."""
+"""Models shared by tasks: SAM2 and landmark backbones, named by the keys of `registry`."""

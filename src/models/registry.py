@@ -27,7 +27,7 @@ BACKBONES: dict[str, dict[str, Any]] = {
 }
 
 # The one `_target_` earlier versions of this project wrote into checkpoint and export metadata
-LEGACY_BACKBONE_TARGET = "src.models.landmark_model.TimmBackbone"
+LEGACY_BACKBONE_TARGET = "src.tasks.landmarks.model.TimmBackbone"
 
 
 def sam2_config_path(value: Any, where: str, error: type[SamtuneError]) -> str:
@@ -52,7 +52,7 @@ def sam2_size(value: Any, where: str, error: type[SamtuneError]) -> str:
 def backbone_key(value: Any, where: str, error: type[SamtuneError]) -> str:
     """A landmark backbone's registry key.
 
-    Older metadata describes the backbone as `{_target_: src.models.landmark_model.TimmBackbone,
+    Older metadata describes the backbone as `{_target_: src.tasks.landmarks.model.TimmBackbone,
     name: hrnet_w18, ...}`; that exact target with a registered name and its fixed options is mapped
     to the key, anything else is refused.
     """

@@ -1,1 +1,1 @@
-"""Tasks: what is learned (model, data, loss, metrics). The trainer runs any of them the same way."""
+"""Tasks: what is learned (model, data, loss, metrics); each its own package, independent of the others."""

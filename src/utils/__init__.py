@@ -1,1 +1,1 @@
-"""Small helpers shared by the rest of the package."""
+"""Small helpers with no project knowledge: atomic files, checkpoints I/O, devices, pictures, seeds."""

@@ -13,6 +13,9 @@ import torch
 from src.errors import CheckpointError
 from src.utils.atomic import atomic_path
 
+# a run's checkpoints/ folder: best and last weights, and the training state beside last
+BEST, LAST, STATE = "best.pt", "last.pt", "last_state.pt"
+
 
 def torch_save_atomic(obj: Any, dest: str | os.PathLike) -> Path:
     """`torch.save` through a temporary file, so an interrupted save never corrupts `dest`."""
@@ -33,3 +36,15 @@ def read_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} cannot be read as plain tensors ({str(err).splitlines()[0]}); expected a "
             "PyTorch file saved with torch.save, holding no code objects (it is loaded with weights_only=True)"
         ) from err
+
+
+def weights_file(path: str | Path, key: str = "trainer.init_from") -> Path:
+    """A weights file, or the best weights of a run folder, as given to `<key>=PATH`."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "checkpoints" / BEST, path / BEST):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        f"{key}={path}: not a file, and no {BEST} in it or its checkpoints/ folder; expected a "
+        "weights file ({'model': state_dict}) or the run folder of an earlier training run"
+    )

@@ -1,0 +1,1 @@
+"""Benchmarks: speed of training against the seed loop, panel extraction quality; each prints a table."""

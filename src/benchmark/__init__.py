@@ -1,1 +1,0 @@
-"""Pieces of `python -m src.bench`: the seed-style loop, measurements, and the comparison table."""

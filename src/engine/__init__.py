@@ -1,0 +1,1 @@
+"""The training engine: the loop, checkpoints, optimizers, schedules, stop signals, timing, sampling."""

@@ -1,1 +1,0 @@
-"""Facial landmarks of animal characters: the scheme, heatmaps, NME, training and annotation parts."""

@@ -1,1 +1,0 @@
-"""Preparing datasets from their real sources into the shared on-disk layout (`python -m src.prepare`)."""

@@ -1,0 +1,89 @@
+"""Prompts people type for segmentation, in the image's own pixels, and prompts written back that way.
+
+`points="320,200;100,50,0"`: a point is `x,y` or `x,y,label` (label 1 foreground, the default, or
+0 background), separated by `;`. `box="x0,y0,x1,y1"`. Hydra also passes lists through, so
+`points=[[320,200],[100,50,0]]` and `box=[10,20,200,240]` work as well. Evaluation writes every
+prompt back in this form, so any row of its CSV can be replayed with `python -m src.predict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from src.data.user_input import BOX_HINT, Box, parse_numbers
+from src.errors import PromptError
+from src.tasks.segmentation.prompts import (
+    LABEL_BOX_BOTTOM_RIGHT,
+    LABEL_BOX_TOP_LEFT,
+    LABEL_NEGATIVE,
+    LABEL_POSITIVE,
+    Prompts,
+    box_prompts,
+)
+
+Point = tuple[float, float, int]
+POINTS_HINT = (
+    'expected "x,y" or "x,y,label" in image pixels, separated by ";", with label 1 (foreground, the default) or 0 '
+    '(background), e.g. points="320,200;100,50,0" (on a shell: \'points="320,200;100,50,0"\')'
+)
+
+
+def parse_points(value: Any) -> list[Point]:
+    """`"x,y[,label];..."` or a list of [x, y(, label)] -> [(x, y, label), ...]; None -> []."""
+    if value is None:
+        return []
+    parts = [p for p in value.split(";") if p.strip()] if isinstance(value, str) else list(value)
+    points = []
+    for part in parts:
+        numbers = parse_numbers(part, f"points={value}", POINTS_HINT)
+        if len(numbers) not in (2, 3):
+            raise PromptError(f"points={value}: {part!r} has {len(numbers)} numbers; {POINTS_HINT}")
+        label = numbers[2] if len(numbers) == 3 else LABEL_POSITIVE
+        if label not in (LABEL_NEGATIVE, LABEL_POSITIVE):
+            raise PromptError(f"points={value}: label {label:g} in {part!r}; {POINTS_HINT}")
+        points.append((numbers[0], numbers[1], int(label)))
+    return points
+
+
+def check_inside(points: list[Point], box: Box | None, width: int, height: int, image_name: str) -> None:
+    """Every point and box corner must lie on a pixel of the image."""
+    corners = [(x, y, "point") for x, y, _ in points]
+    if box is not None:
+        corners += [(box[0], box[1], "box corner"), (box[2], box[3], "box corner")]
+    for x, y, what in corners:
+        if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+            raise PromptError(
+                f"{what} ({x:g}, {y:g}) is outside {image_name} ({width}x{height} pixels): expected x in "
+                f"[0, {width - 1}] and y in [0, {height - 1}]"
+            )
+
+
+def user_prompts(points: list[Point], box: Box | None) -> Prompts:
+    """One object's prompt: the box corners first, then the clicks, as SAM2's predictor combines them."""
+    if not points and box is None:
+        raise PromptError(f"no prompt: give points=... or box=... ({POINTS_HINT}; {BOX_HINT})")
+    prompts = Prompts.empty(1)
+    if box is not None:
+        prompts = box_prompts(torch.tensor([box], dtype=torch.float32))
+    if points:
+        coords = torch.tensor([[[x, y] for x, y, _ in points]], dtype=torch.float32)
+        labels = torch.tensor([[label for _, _, label in points]], dtype=torch.int32)
+        prompts = prompts.add(coords, labels)
+    return prompts
+
+
+def format_prompt(points: torch.Tensor, labels: torch.Tensor) -> str:
+    """One object's prompt as `src.predict` arguments: `points=x,y,l;...` and/or `box=x0,y0,x1,y1`."""
+    clicks, corners = [], {}
+    for (x, y), label in zip(points.tolist(), labels.tolist(), strict=True):
+        if label in (LABEL_NEGATIVE, LABEL_POSITIVE):
+            clicks.append(f"{x:g},{y:g},{label}")
+        else:
+            corners[label] = f"{x:g},{y:g}"
+    box = (corners.get(LABEL_BOX_TOP_LEFT), corners.get(LABEL_BOX_BOTTOM_RIGHT))
+    parts = [f"box={box[0]},{box[1]}"] if all(box) else []
+    if clicks:
+        parts.append("points=" + ";".join(clicks))
+    return " ".join(parts)

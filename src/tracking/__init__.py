@@ -1,0 +1,1 @@
+"""Tracking: MLflow runs and tags, sweeps, and where `checkpoint=` weights come from."""

@@ -1,1 +1,0 @@
-"""The task-agnostic training loop and its parts: schedules, optimizers, checkpoints."""
