@@ -9,6 +9,7 @@ run, every step logged once, the SLURM job id and restart count on the run.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,8 @@ def slurm(tmp_path_factory):
     started = subprocess.run([SCRIPTS / "local_cluster.sh", "start", state], capture_output=True, text=True)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf"), "PATH": f"{SCRIPTS / 'bin'}:{os.environ['PATH']}"}
+        path = f"{SCRIPTS / 'bin'}:{os.environ['PATH']}"
+        yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf"), "PATH": path, "SAMTUNE_SLURM_STATE": str(state)}
     finally:
         subprocess.run([SCRIPTS / "local_cluster.sh", "stop", state], check=False)
 
@@ -48,28 +50,98 @@ def slurm_run(env: dict[str, str], *args: str) -> str:
     return subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=60).stdout.strip()
 
 
-def wait_for(what: str, condition, timeout: float = 180, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def count_in(path: Path, text: str) -> int:
     return path.read_text().count(text) if path.is_file() else 0
 
 
-def job_state(env: dict[str, str], job_id: str) -> str:
-    return slurm_run(env, "squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T")
+def tail(path: Path, lines: int = 25) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no file)"
 
 
-def start_now_once_requeued(env: dict[str, str], job_id: str) -> None:
-    """SLURM holds a requeued job for about two minutes; let it start right away."""
-    wait_for(f"job {job_id} to be requeued", lambda: job_state(env, job_id) == "PENDING")
-    slurm_run(env, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
+class SlurmJob:
+    """One job of the sweep, watched through SLURM's own state (`scontrol show job`).
+
+    A wait fails only when nothing moves for `idle_s`: not the job's state, restarts or log, and not
+    the CPU time of its processes. A busy machine makes a job slow, not stuck, so the deadline
+    follows what the job still has to do instead of a fixed number of seconds; when it does fail,
+    the message holds what a person needs: the job's state and reason and the tails of its logs
+    and of slurmctld's and slurmd's.
+    """
+
+    def __init__(self, env: dict[str, str], job_id: str, state_dir: Path, train_log: Path, submitit_dir: Path):
+        self.env, self.job_id, self.state_dir = env, job_id, state_dir
+        self.train_log, self.submitit_dir = train_log, submitit_dir
+        self.idle_s = 180.0
+
+    @property
+    def logs(self) -> list[Path]:
+        """The training log and submitit's stdout/stderr of every run of the job."""
+        return [self.train_log, *sorted(self.submitit_dir.glob("*.out")), *sorted(self.submitit_dir.glob("*.err"))]
+
+    def show(self) -> dict[str, str]:
+        """JobState, Reason, Restarts, BeginTime, ...; empty when the controller did not answer in time."""
+        result = subprocess.run(
+            ["scontrol", "show", "job", "-o", self.job_id], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        return dict(re.findall(r"(\w+)=(\S*)", result.stdout)) if result.returncode == 0 else {}
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the job's processes on the node (0 when it runs none)."""
+        result = subprocess.run(
+            ["scontrol", "listpids", self.job_id], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        total = 0.0
+        for line in result.stdout.splitlines()[1:]:
+            pid = line.split()[0]
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, IndexError, ProcessLookupError):
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def progress(self, info: dict[str, str]) -> tuple:
+        sizes = tuple(path.stat().st_size if path.is_file() else -1 for path in self.logs)
+        return info.get("JobState"), info.get("Restarts"), sizes, round(self.cpu_seconds(), 1)
+
+    def wait(self, what: str, condition, on_poll=None) -> dict[str, str]:
+        """Poll until `condition(info)` holds; `on_poll(info)` acts on the job meanwhile."""
+        last, moved = None, time.monotonic()
+        while True:
+            info = self.show()
+            if info and condition(info):
+                return info
+            if info and on_poll is not None:
+                on_poll(info)
+            now = self.progress(info) if info else last
+            if now != last:
+                last, moved = now, time.monotonic()
+            elif time.monotonic() - moved > self.idle_s:
+                pytest.fail(self.report(f"no progress for {self.idle_s:g} s waiting for {what}", info))
+            time.sleep(0.5)
+
+    def start_when_requeued(self, restarts: int) -> None:
+        """SLURM holds a requeued job with a begin time about two minutes ahead, and may set it again
+        after an update that came too early: move it to now until the job runs."""
+
+        def release(info: dict[str, str]) -> None:
+            if info.get("JobState") == "PENDING" and info.get("Reason") == "BeginTime":
+                subprocess.run(
+                    ["scontrol", "update", f"JobId={self.job_id}", "StartTime=now"], env=self.env, capture_output=True
+                )
+
+        self.wait(
+            f"job {self.job_id} to run again after restart {restarts}",
+            lambda info: info.get("JobState") == "RUNNING" and int(info.get("Restarts", 0)) >= restarts,
+            release,
+        )
+
+    def report(self, problem: str, info: dict[str, str]) -> str:
+        shown = " ".join(f"{k}={info.get(k)}" for k in ("JobState", "Reason", "Restarts", "BeginTime", "RunTime"))
+        parts = [f"{problem}: job {self.job_id} {shown or '(the controller did not answer)'}"]
+        for path in [*self.logs, self.state_dir / "slurmctld.log", self.state_dir / "slurmd.log"]:
+            parts.append(f"--- tail of {path}\n{tail(path)}")
+        return "\n".join(parts)
 
 
 def test_a_sweep_runs_on_slurm_and_a_preempted_job_resumes_its_run(slurm, tmp_path):
@@ -94,17 +166,19 @@ def test_a_sweep_runs_on_slurm_and_a_preempted_job_resumes_its_run(slurm, tmp_pa
     )
     try:
         log = sweep_dir / "0" / "train.log"
-        wait_for("job 0 to train", lambda: count_in(log, f"training {STEPS} steps"))
-        job_id = wait_for("job 0's SLURM id", lambda: _job_id(sweep_dir, 0))
+        job_id = wait_until("job 0's SLURM id", lambda: _job_id(sweep_dir, 0), launcher)
+        watched = SlurmJob(env, job_id, Path(env["SAMTUNE_SLURM_STATE"]), log, sweep_dir / ".submitit" / job_id)
+        watched.wait("job 0 to train", lambda info: count_in(log, f"training {STEPS} steps"))
         # 1. submitit's warning before a time limit: checkpoint at the next step, requeue, resume
         slurm_run(env, "scancel", "--signal=USR2", job_id)
-        start_now_once_requeued(env, job_id)
-        wait_for("the first resume", lambda: count_in(log, "resuming from"))
-        wait_for("job 0 to train again", lambda: count_in(log, f"training {STEPS} steps") == 2)
+        watched.start_when_requeued(restarts=1)
+        watched.wait("the first resume", lambda info: count_in(log, f"training {STEPS} steps") == 2)
+        assert count_in(log, "resuming from") == 1
         # 2. preemption / an administrator's requeue: SIGTERM, checkpoint, requeued by SLURM, resume
         slurm_run(env, "scontrol", "requeue", job_id)
-        start_now_once_requeued(env, job_id)
-        output, _ = launcher.communicate(timeout=300)
+        watched.start_when_requeued(restarts=2)
+        watched.wait("job 0 to finish", lambda info: info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"))
+        output, _ = launcher.communicate(timeout=600)
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -132,6 +206,21 @@ def test_a_sweep_runs_on_slurm_and_a_preempted_job_resumes_its_run(slurm, tmp_pa
         assert run.data.metrics["best/step"] == STEPS
     assert children[0].data.tags["slurm.restart_count"] == "2" and "slurm.restart_count" not in children[1].data.tags
     assert "| best |" in output and (sweep_dir / "summary.md").is_file()
+
+
+def wait_until(what: str, condition, launcher: subprocess.Popen, timeout: float = 300):
+    """Before SLURM knows the job: poll `condition`, failing at once if the sweep command ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        if launcher.poll() is not None:
+            pytest.fail(
+                f"the sweep command ended (status {launcher.returncode}) before {what}:\n"
+                + launcher.stdout.read()[-4000:]
+            )
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
 
 
 def _job_id(sweep_dir: Path, job: int) -> str | None:

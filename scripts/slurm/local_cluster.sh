@@ -83,7 +83,9 @@ ReturnToService=2
 SchedulerParameters=sched_interval=2
 # finished jobs stay visible to squeue (and so to the sacct stand-in) for 30 minutes
 MinJobAge=1800
-KillWait=10
+# a stopped job gets SIGTERM, then SIGKILL this many seconds later: time to finish a step and save,
+# also on a busy machine (SLURM's default)
+KillWait=30
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$((memory * 8 / 10)) State=UNKNOWN
 PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
@@ -100,6 +102,15 @@ ENV
 
 stop() {
   local name pid
+  # jobs first: with linuxproc tracking, a job's processes would outlive slurmd
+  if [[ -f $state/slurmctld.pid ]] && kill -0 "$(cat "$state/slurmctld.pid")" 2>/dev/null; then
+    export SLURM_CONF=$conf
+    scancel --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 150); do
+      [[ -z $(squeue -h -t RUNNING,COMPLETING,CONFIGURING -o %A 2>/dev/null) ]] && break
+      sleep 0.2
+    done
+  fi
   for name in slurmd slurmctld munged; do
     [[ -f $state/$name.pid ]] || continue
     pid=$(cat "$state/$name.pid")

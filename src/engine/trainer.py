@@ -163,18 +163,19 @@ class Trainer:
         if is_schedule_free(self.optimizer):
             self.optimizer.train()
         self._start_tracking(state, run_name, tags)
-        log.info(
-            "training %d steps (%d per epoch, batch %d x %d accumulated x %d processes) on %s; run folder %s",
-            self.total_steps,
-            steps_per_epoch,
-            batch_size,
-            accumulate,
-            self.world.world_size,
-            self.device,
-            self.run_dir,
-        )
         status = "FAILED"
         with StopSignals(self.tcfg.stop_signals) as self.stop_signals:
+            # inside the block: from this line on, a stop signal ends training with a checkpoint
+            log.info(
+                "training %d steps (%d per epoch, batch %d x %d accumulated x %d processes) on %s; run folder %s",
+                self.total_steps,
+                steps_per_epoch,
+                batch_size,
+                accumulate,
+                self.world.world_size,
+                self.device,
+                self.run_dir,
+            )
             try:
                 if state.step == 0 and self.tcfg.eval_at_start:
                     self._evaluate(state, save=False)
