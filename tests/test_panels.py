@@ -12,14 +12,14 @@ from torchvision.ops import box_iou
 from src.data.preparation.inputs import Unlabelled
 from src.data.preparation.panels import PanelExtractor, panel_boxes
 from src.tasks.segmentation.metrics import match_boxes
-from tests.helpers import run_module
+from tests.helpers import from_conf, run_module
 from tests.prepare_helpers import GRID, H, W, draw_page, manga_pages, write_pages
 
 
 @pytest.mark.parametrize("name", ["grid", "balloon", "bleed", "slanted"])
 def test_each_drawn_panel_is_found_once_and_tightly(name):
     page, truth = manga_pages()[name]
-    found = panel_boxes(PanelExtractor().extract(page))
+    found = panel_boxes(from_conf(PanelExtractor, "prepare/manga", "panel").extract(page))
     assert len(found) == len(truth), found
     ious = box_iou(torch.tensor(found).float(), torch.tensor(truth).float())
     assert (ious.max(dim=0).values > 0.9).all(), ious  # every true panel has its own tight match
@@ -29,7 +29,7 @@ def test_each_drawn_panel_is_found_once_and_tightly(name):
 def test_panels_are_instances_in_reading_order_and_small_marks_are_dropped():
     page = draw_page((W, H), GRID, seed=1)
     page[548:556, 195:205] = 0  # a page number in the bottom margin
-    ids = PanelExtractor().extract(page)
+    ids = from_conf(PanelExtractor, "prepare/manga", "panel").extract(page)
     assert sorted(np.unique(ids)) == [0, 1, 2, 3, 4, 5]
     assert ids[100, 300] == 1 and ids[100, 100] == 2  # top row, right to left
     assert ids[250, 200] == 3 and ids[450, 300] == 4 and ids[450, 100] == 5
@@ -39,7 +39,7 @@ def test_panels_are_instances_in_reading_order_and_small_marks_are_dropped():
 def test_a_scan_at_another_resolution_gives_the_same_panels():
     page, truth = manga_pages()["balloon"]
     small = cv2.resize(page, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
-    ids = PanelExtractor().extract(small)
+    ids = from_conf(PanelExtractor, "prepare/manga", "panel").extract(small)
     assert ids.shape == small.shape[:2]
     found = torch.tensor(panel_boxes(ids)) * 2
     assert match_boxes(found, torch.tensor(truth), 0.9) == len(truth) == len(found)
@@ -47,7 +47,7 @@ def test_a_scan_at_another_resolution_gives_the_same_panels():
 
 def test_a_blank_page_has_no_panel():
     with pytest.raises(Unlabelled, match="no panel"):
-        PanelExtractor()("blank", np.full((H, W, 3), 255, np.uint8))
+        from_conf(PanelExtractor, "prepare/manga", "panel")("blank", np.full((H, W, 3), 255, np.uint8))
 
 
 def test_box_matching_is_one_to_one_at_the_threshold():

@@ -53,22 +53,23 @@ class PanelExtractor:
 
     def __init__(
         self,
-        white_level: int = 235,
-        min_area: float = 0.015,
-        min_side: float = 0.1,
-        gutter_paper: float = 0.85,
-        gutter_background: float = 0.35,
-        gutter_end: float = 0.02,
-        edge_support: float = 0.8,
-        edge_strength: float = 150.0,
-        edge_blur: float = 1.5,
-        max_slant: float = 0.08,
-        slant_steps: int = 10,
-        contained: float = 0.8,
-        max_depth: int = 10,
-        max_gutter: float = 0.05,
-        work_size: int = 1400,
+        white_level: int,
+        min_area: float,
+        min_side: float,
+        gutter_paper: float,
+        gutter_background: float,
+        gutter_end: float,
+        edge_support: float,
+        edge_strength: float,
+        edge_blur: float,
+        max_slant: float,
+        slant_steps: int,
+        contained: float,
+        max_depth: int,
+        max_gutter: float,
+        work_size: int,
     ):
+        """The settings of `prepare.panel` in conf/prepare/manga.yaml, where their defaults and meaning live."""
         self.white_level, self.min_area, self.min_side = int(white_level), float(min_area), float(min_side)
         self.gutter_paper, self.gutter_background = float(gutter_paper), float(gutter_background)
         self.gutter_end, self.edge_support = float(gutter_end), float(edge_support)
