@@ -230,7 +230,8 @@ class SegmentationTask:
         result = evaluator.run(val, range(rank, len(val), world), require_objects=False)
         ious, dices = [r.iou for r in result.records], [r.dice for r in result.records]
         iou_sum, dice_sum, count = sum_over_ranks([sum(ious), sum(dices), len(ious)])
-        mean = (lambda total: total / count) if count else (lambda total: float("nan"))
-        metrics = {"miou": mean(iou_sum), "dice": mean(dice_sum), "objects": count}
+        nan = float("nan")
+        metrics = {"miou": iou_sum / count if count else nan, "dice": dice_sum / count if count else nan}
+        metrics["objects"] = count
         pictures = list(result.pictures.values())
         return Evaluation(metrics=metrics, image=grid([[p] for p in pictures]) if pictures else None)
