@@ -15,12 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from src.cli import hydra_entry
+from src.cli import hydra_entry, with_checkpoint_choices
 from src.data.layout import list_images
 from src.data.mask_io import read_image
 from src.errors import DataError, OutOfMemory
 from src.tasks.segmentation.automatic_masks import MASKS_FILE, write_masks
 from src.tasks.segmentation.predictor import load_predictor
+from src.tracking.checkpoints import requested_weights
 from src.utils.device import is_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ def automask(cfg: DictConfig) -> list[Path]:
         log.info("%d of %d images already have masks in %s; skipping them", len(images) - len(todo), len(images), out)
     if not todo:
         return []
-    predictor, _ = load_predictor(cfg)
+    weights = requested_weights(cfg)
+    if weights is not None:
+        cfg = with_checkpoint_choices(cfg, weights.meta, weights.source)
+    predictor, _ = load_predictor(cfg, weights)
     generator = instantiate(cfg.automask)(predictor)
     written = []
     for name, path in tqdm(todo.items(), desc="automask", unit="image", dynamic_ncols=True):

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.cli import hydra_entry
+from src.cli import hydra_entry, with_checkpoint_choices
 from src.config import with_task_config
 from src.tasks.landmarks.evaluation import evaluate_landmarks
 from src.tasks.segmentation.evaluation import evaluate_segmentation
@@ -20,6 +20,8 @@ from src.tracking.checkpoints import requested_weights
 
 def evaluate(cfg: DictConfig) -> Any:
     weights = requested_weights(cfg)
+    if weights is not None:
+        cfg = with_checkpoint_choices(cfg, weights.meta, weights.source)
     if weights is not None and weights.task == "landmarks":
         return evaluate_landmarks(with_task_config(cfg, "landmarks"), weights)
     return evaluate_segmentation(cfg, weights)
