@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.cli import CONFIG_DIR
-from src.config import check_combination
+from src.config import PROJECT_ROOT, check_combination
 from src.errors import ConfigError
 
 GROUPS = {
@@ -144,8 +145,24 @@ def test_experiment_presets_are_reachable_from_the_command_line(compose_cfg):
 
 def test_cyclic_trainer_restarts_every_40_of_200_epochs(compose_cfg):
     trainer = compose_cfg(["trainer=cyclic"]).trainer
-    assert (trainer.max_epochs, trainer.scheduler.cycle_epochs) == (200, 40)
+    assert (trainer.max_epochs, trainer.scheduler.cycles) == (200, 5)
     assert trainer.batch_size == compose_cfg().trainer.batch_size  # inherits the default trainer's keys
+
+
+def learning_rates(trainer, steps_per_epoch: int = 10) -> list[float]:
+    total = int(trainer.max_epochs) * steps_per_epoch
+    schedule = instantiate(trainer.scheduler)(total_steps=total, steps_per_epoch=steps_per_epoch)
+    return [schedule(step) for step in range(total)]
+
+
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (PROJECT_ROOT / "experiments").glob("*.yaml")))
+def test_trainer_cyclic_after_any_preset_restarts_the_lr(compose_cfg, preset):
+    """A preset chooses its schedule through the trainer group, so trainer=cyclic replaces it whole."""
+    trainer = compose_cfg([f"experiment={preset}", "trainer=cyclic"]).trainer
+    assert trainer.scheduler == compose_cfg(["trainer=cyclic"]).trainer.scheduler
+    lrs = learning_rates(trainer)
+    restarts = [step for step in range(1, len(lrs)) if lrs[step] > lrs[step - 1] + 0.5]
+    assert len(restarts) == 4, restarts  # five cycles over the preset's run
 
 
 def test_an_unknown_choice_names_the_available_options(compose_cfg):
