@@ -232,10 +232,10 @@ def _job_id(sweep_dir: Path, job: int) -> str | None:
 
 
 def readme_example() -> list[str]:
-    """The sweep of the README's "Try it without a cluster", as printed."""
+    """The sweep of docs/clusters.md's "Try it without a cluster", as printed."""
     (line,) = [
         line
-        for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+        for line in (PROJECT_ROOT / "docs" / "clusters.md").read_text().splitlines()
         if line.startswith("python -m src.train -m") and "launcher=slurm" in line and "experiment=demo" in line
     ]
     return shlex.split(line)[3:]
