@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,18 +17,20 @@ def tracked_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracked")
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # inherited by the run: a sample every second
     try:
-        result = run_module("src.train", [*FAST_RUN, *isolated_paths(tmp), "trainer.max_steps=4"])
+        result = run_module(
+            "src.train", [*FAST_RUN, *isolated_paths(tmp), "trainer.max_steps=4", "logger.log_checkpoint=false"]
+        )
     finally:
         del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     client = MlflowClient(f"sqlite:///{tmp / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("synthetic")
     (run,) = client.search_runs([experiment.experiment_id])
-    return tmp, client, experiment, run
+    return tmp, client, experiment, run, result.stdout + result.stderr
 
 
 def test_params_are_what_a_person_compares_and_provenance_stays_in_the_config_artifact(tracked_run):
-    _, client, _, run = tracked_run
+    _, client, _, run, _ = tracked_run
     params = run.data.params
     assert params["choice.model"] == "tiny" and params["choice.loss"] == "dice_focal"
     assert params["optimizer.lr"] and params["trainer.batch_size"] == "2"
@@ -47,7 +50,7 @@ def test_the_dataset_is_an_mlflow_input_with_its_split_sizes(tracked_run):
 
 
 def test_system_metrics_and_the_model_training_view_are_on_by_default(tracked_run):
-    _, _, experiment, run = tracked_run
+    _, _, experiment, run, _ = tracked_run
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     system = [key for key in run.data.metrics if key.startswith("system/")]
     assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
@@ -66,3 +69,10 @@ def test_provenance_keys_are_left_out():
         "optimizer.lr": "0.0001",
         "dataset.name": "k",
     }
+
+
+def test_the_checkpoint_upload_is_a_choice_and_the_disk_use_is_printed(tracked_run):
+    tmp, client, _, run, output = tracked_run
+    assert (tmp / "run" / "checkpoints" / "best.pt").is_file()
+    assert "checkpoints" not in [artifact.path for artifact in client.list_artifacts(run.info.run_id)]
+    assert re.search(r"the run folder .* holds \d+\.\d MB", output)

@@ -42,6 +42,7 @@ from src.tracking.runs import MlflowTracker
 from src.utils.checkpoint_io import read_checkpoint, weights_file
 from src.utils.device import autocast
 from src.utils.distributed import World, any_rank, barrier, data_parallel, gather_from_ranks, sum_over_ranks
+from src.utils.folders import folder_size, human_size
 from src.utils.pictures import plot_curves, save_png
 from src.utils.seeding import derive_seed, torch_generator
 
@@ -199,6 +200,7 @@ class Trainer:
                 if self.world.is_main:
                     self.tracker.finish(status)
         self._warn_about_the_outcome(state, stop_reason)
+        log.info("the run folder %s holds %s", self.run_dir, human_size(folder_size(self.run_dir)))
         log.info(
             "done (%s): best %s = %s at step %s; checkpoints in %s",
             stop_reason or "all steps run",
@@ -470,7 +472,7 @@ class Trainer:
         if state.best_metric is not None:
             best = {f"best/{self.monitor}": state.best_metric, "best/step": state.best_step}
             self.tracker.log_metrics({**best, **self.timing.summary()}, state.step)
-        if self.ckpt.best.exists():
+        if self.ckpt.best.exists() and self.tracker.log_checkpoint:
             self.tracker.log_artifact(self.ckpt.best, "checkpoints")
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})
         if curves is not None:

@@ -20,7 +20,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
-from src.utils.digest import folder_digest
+from src.utils.folders import folder_digest
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class MlflowTracker:
         artifact_location: str | None = None,
         flush_every: int = 200,
         system_metrics: bool = False,
+        log_checkpoint: bool = True,
     ):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -95,6 +96,7 @@ class MlflowTracker:
         self.artifact_location = artifact_location
         self.flush_every = flush_every
         self.system_metrics = system_metrics
+        self.log_checkpoint = log_checkpoint  # whether best.pt is uploaded, read by the trainer
         self._monitor: SystemMetricsMonitor | None = None
         self.run_id: str | None = None
         self._pending: list[Metric] = []
