@@ -5,7 +5,10 @@ import os
 import re
 from pathlib import Path
 
+import mlflow
+import mlflow.pytorch
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from src.tracking.params import comparable_params
@@ -18,7 +21,14 @@ def tracked_run(tmp_path_factory):
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # inherited by the run: a sample every second
     try:
         result = run_module(
-            "src.train", [*FAST_RUN, *isolated_paths(tmp), "trainer.max_steps=4", "logger.log_checkpoint=false"]
+            "src.train",
+            [
+                *FAST_RUN,
+                *isolated_paths(tmp),
+                "trainer.max_steps=4",
+                "logger.log_checkpoint=false",
+                "logger.register_as=shapes",
+            ],
         )
     finally:
         del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
@@ -76,3 +86,13 @@ def test_the_checkpoint_upload_is_a_choice_and_the_disk_use_is_printed(tracked_r
     assert (tmp / "run" / "checkpoints" / "best.pt").is_file()
     assert "checkpoints" not in [artifact.path for artifact in client.list_artifacts(run.info.run_id)]
     assert re.search(r"the run folder .* holds \d+\.\d MB", output)
+
+
+def test_the_best_model_is_registered_and_loads_with_mlflow_pytorch(tracked_run):
+    tmp, client, _, run, _ = tracked_run
+    (version,) = client.search_model_versions("name='shapes'")
+    assert version.run_id == run.info.run_id and run.data.tags["registered_model"] == "shapes/1"
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pytorch.load_model("models:/shapes/1")
+    best = torch.load(tmp / "run" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(value, best[key]) for key, value in model.state_dict().items())

@@ -15,6 +15,7 @@ is weighted by each process's share of objects, and the shards of a batch togeth
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -474,6 +475,11 @@ class Trainer:
             self.tracker.log_metrics({**best, **self.timing.summary()}, state.step)
         if self.ckpt.best.exists() and self.tracker.log_checkpoint:
             self.tracker.log_artifact(self.ckpt.best, "checkpoints")
+        if self.ckpt.best.exists() and self.tracker.register_as:
+            best = copy.deepcopy(self.task.exported_module()).cpu()
+            best.load_state_dict(read_checkpoint(self.ckpt.best)["model"])
+            version = self.tracker.register_model(best)
+            self.tracker.set_tags({"registered_model": f"{self.tracker.register_as}/{version}"})
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})
         if curves is not None:
             self.tracker.log_artifact(save_png(curves, self.run_dir / "samples" / "curves.png"), "samples")

@@ -16,9 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pytorch
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from torch import nn
 
 from src.utils.folders import folder_digest
 
@@ -89,6 +92,7 @@ class MlflowTracker:
         flush_every: int = 200,
         system_metrics: bool = False,
         log_checkpoint: bool = True,
+        register_as: str | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -97,6 +101,7 @@ class MlflowTracker:
         self.flush_every = flush_every
         self.system_metrics = system_metrics
         self.log_checkpoint = log_checkpoint  # whether best.pt is uploaded, read by the trainer
+        self.register_as = register_as  # a Model Registry name for the best model, or None
         self._monitor: SystemMetricsMonitor | None = None
         self.run_id: str | None = None
         self._pending: list[Metric] = []
@@ -148,6 +153,17 @@ class MlflowTracker:
             profile=json.dumps(sizes),
         )
         self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+    def register_model(self, module: nn.Module) -> str:
+        """`module` as an MLflow PyTorch model of this run, registered as `register_as` (the Models page
+        lists it; `mlflow.pytorch.load_model("models:/NAME/VERSION")` loads it). MLflow pickles the module:
+        load registered models from a registry you trust. Returns the new version."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(module, name="model", registered_model_name=self.register_as)
+        version = str(info.registered_model_version)
+        log.info("registered the best model as %s version %s (%s)", self.register_as, version, info.model_uri)
+        return version
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]

@@ -128,6 +128,9 @@ class SegmentationTask:
     def load_weights(self, checkpoint: dict[str, Any], source: str) -> None:
         apply_sam2_weights(self.model.sam, checkpoint, source, self.cfg.model.name)
 
+    def exported_module(self) -> nn.Module:
+        return self.model.sam
+
     def export_weights(self) -> dict[str, Any]:
         meta = {
             "task": "segmentation",
