@@ -1,9 +1,10 @@
 """`python -m src.automask image=PATH_OR_FOLDER [checkpoint=RUN | original=true] [automask.KEY=VALUE]`.
 
 Every object SAM2 finds, per image: `<output_dir>/<name>/overlay.png`, `masks/NNN.png` and
-`masks.json` (COCO RLE, area, box, predicted IoU, stability). A folder shows its progress and
-resumes: an image whose `masks.json` exists is skipped. Running out of memory names the settings
-to lower.
+`masks.json` (COCO RLE, area, box, predicted IoU, stability). A folder is searched with its
+subfolders, and `<name>` is the image's path in it (`vol1/001`); it shows its progress and resumes:
+an image whose `masks.json` exists is skipped. Running out of memory, or images without a mask,
+name the settings to lower.
 """
 
 from __future__ import annotations
