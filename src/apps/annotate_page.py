@@ -62,12 +62,13 @@ def to_shown_pixels(
 
 
 def draw_landmarks(
-    picture: np.ndarray, points: list[tuple[float, float]], colors: list[tuple[int, int, int]]
+    picture: np.ndarray, points: list[tuple[float, float]], colors: list[tuple[int, int, int]], side: int
 ) -> np.ndarray:
-    """Each point as a dot in its group's color, outlined, with its index beside it."""
+    """Each point as a dot in its group's color, outlined, with its index beside it; sized for a picture of
+    longer side `side` (the unzoomed one), so zooming in shows more of the image around a dot."""
     out = picture.copy()
-    radius = max(3, max(out.shape[:2]) // 160)
-    font = max(0.35, max(out.shape[:2]) / 1600)
+    radius = max(3, side // 160)
+    font = max(0.35, side / 1600)
     for index, (x, y) in enumerate(points):
         centre = (round(x), round(y))
         cv2.circle(out, centre, radius, colors[index], thickness=-1, lineType=cv2.LINE_AA)
@@ -209,7 +210,7 @@ class AnnotatePage:
             picture, what = self._draw_mask(session, picture, shown)
         else:
             points = [to_shown_pixels(x, y, session.size, shown) for x, y in session.points]
-            picture = draw_landmarks(picture, points, session.scheme.colors())
+            picture = draw_landmarks(picture, points, session.scheme.colors(), max(self._shown_size(session)))
             what = self._landmark_status(session)
         width, height = session.size
         done = len(session.completed)
