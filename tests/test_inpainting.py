@@ -63,7 +63,7 @@ def test_clamped_hole_l1_matches_a_hand_computed_value():
 
 def test_lpips_is_off_loudly_without_weights(caplog):
     with caplog.at_level(logging.WARNING):
-        loss = from_conf(InpaintLoss, "loss/l1_lpips")
+        loss = from_conf(InpaintLoss, "inpaint_loss/l1_lpips")
     assert "LPIPS IS OFF" in caplog.text
     image, mask = torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16)
     terms = loss(image * 0.5, image, mask)
@@ -74,7 +74,7 @@ def test_l1_plus_weighted_lpips_with_local_alexnet_weights(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "alexnet.pth"
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
-    loss = from_conf(InpaintLoss, "loss/l1_lpips", lpips_weights=str(weights))
+    loss = from_conf(InpaintLoss, "inpaint_loss/l1_lpips", lpips_weights=str(weights))
     target, mask = torch.rand(2, 3, 64, 64), torch.ones(2, 1, 64, 64)
     output = (target + 0.2 * torch.randn_like(target)).clamp(0, 1)
     terms = loss(output, target, mask)

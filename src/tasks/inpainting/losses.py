@@ -1,4 +1,4 @@
-"""Inpainting losses (the `loss=` group of this task): clamped L1 and LPIPS, over the hole.
+"""Inpainting losses (the `inpaint_loss=` group): clamped L1 and LPIPS, over the hole.
 
 LPIPS (torchmetrics' network: AlexNet features and its packaged linear heads) needs ImageNet
 AlexNet weights, which nothing here downloads: `lpips_weights` names a torchvision AlexNet state

@@ -63,7 +63,7 @@ class InpaintingTask:
                 f"model={cfg.model.name} with task=inpainting: expected an inpainting generator (model=light_inpaint)"
             )
         self.generator = build_generator(cfg.model)
-        self.loss = instantiate(cfg.loss)
+        self.loss = instantiate(cfg.inpaint_loss)
         self.module = InpaintLearner(self.generator, self.loss)
         self.collate = collate_inpaint
         self.hard: HardExamples | None = None
