@@ -31,8 +31,8 @@ def source_images(folder: Path, sizes: dict[str, list[tuple[int, int]]]) -> Path
 
 
 def mask_conf(name: str, *overrides: str):
-    cfg = compose_config("prepare", ["dataset=inpaint", f"mask={name}", *overrides])
-    return instantiate(cfg.mask)
+    cfg = compose_config("prepare", ["dataset=inpaint", f"holes={name}", *overrides])
+    return instantiate(cfg.holes)
 
 
 def test_depth_holes_lie_on_the_background_side_and_are_as_wide_as_the_disparity_step():
@@ -54,10 +54,10 @@ def test_depth_source_reads_a_depth_map_and_draws_the_band_beside_the_near_objec
     np.save(tmp_path / "scene.npy", depth.astype(np.float32))
     source = mask_conf(
         "depth",
-        f"mask.depth_dir={tmp_path}",
-        "mask.divergence=[5.0,5.0]",
-        "mask.convergence=[0.5,0.5]",
-        "mask.dilate=0",
+        f"holes.depth_dir={tmp_path}",
+        "holes.divergence=[5.0,5.0]",
+        "holes.convergence=[0.5,0.5]",
+        "holes.dilate=0",
     )
     item = SourceImage("scene", tmp_path / "scene.png", "train", tmp_path)
     holes = source.holes(np.zeros((40, 200, 3), np.uint8), item, np.random.default_rng(1))
@@ -101,8 +101,8 @@ def test_prepare_with_the_depth_model_writes_depth_samples(tmp_path):
     images = source_images(tmp_path / "images", {"train": [(96, 128)], "eval": [(96, 128)]})
     model = tiny_depth_anything(tmp_path / "model")
     result = run_prepare(
-        tmp_path, "dataset=inpaint", f"prepare.input_dir={images}", "prepare.prefix=d", "mask=depth",
-        f"mask.depth_model={model}", "mask.resolution=56", "prepare.min_side=96", "prepare.size=64",
+        tmp_path, "dataset=inpaint", f"prepare.input_dir={images}", "prepare.prefix=d", "holes=depth",
+        f"holes.depth_model={model}", "holes.resolution=56", "prepare.min_side=96", "prepare.size=64",
         "prepare.min_hole_area=0.0", "prepare.crop_tries=2",
     )  # fmt: skip
     assert result.returncode == 0, output(result)[-3000:]
@@ -155,7 +155,7 @@ def test_object_holes_come_from_a_segmentation_datasets_masks(tmp_path):
     ids = np.zeros((64, 64), np.uint8)
     ids[10:30, 10:30], ids[40:60, 35:60] = 1, 2
     write_pair(tmp_path, "train", "a", image, ids)
-    source = mask_conf("objects", "mask.dilate=0", "mask.max_objects=2")
+    source = mask_conf("objects", "holes.dilate=0", "holes.max_objects=2")
     item = SourceImage("a", tmp_path / "images" / "train" / "a.png", "train", tmp_path)
     holes = source.holes(image, item, np.random.default_rng(0))
     assert holes.any() and not (holes & (ids == 0)).any()

@@ -1,6 +1,6 @@
 """Inpainting training samples (seed 003): crops of source images with holes from one mask source.
 
-    python -m src.prepare dataset=inpaint prepare.input_dir=IMAGES prepare.prefix=flickr mask=depth
+    python -m src.prepare dataset=inpaint prepare.input_dir=IMAGES prepare.prefix=flickr holes=depth
 
 The input is seed 003's folder (`train/` and `eval/` of images) or a prepared dataset of this
 project (`images/train`, `images/val`). Images with a shorter side below `min_side` are upscaled
@@ -89,16 +89,16 @@ def hardest_crop(
 
 
 def prepare_inpaint(
-    root: str, input_dir: str | None, prefix: str | None, mask: Any, size: int, num_samples: int, min_side: int,
+    root: str, input_dir: str | None, prefix: str | None, holes: Any, size: int, num_samples: int, min_side: int,
     crop_tries: int, min_hole_area: float, max_hole_area: float, seed: int,
 ) -> PrepareReport:  # fmt: skip
     if not prefix:
         raise ConfigError("prepare.prefix is not set: it starts every file name ({prefix}_{mask}_{seq}_C.png)")
     if "/" in prefix or prefix.startswith("."):
         raise ConfigError(f"prepare.prefix={prefix!r}: expected a plain name (no '/', not starting with '.')")
-    root_path, key = Path(root).expanduser(), run_key(prefix, mask.name)
+    root_path, key = Path(root).expanduser(), run_key(prefix, holes.name)
     spec = normalise({
-        "input_dir": str(Path(input_dir).expanduser().resolve()) if input_dir else None, "mask": source_spec(mask),
+        "input_dir": str(Path(input_dir).expanduser().resolve()) if input_dir else None, "holes": source_spec(holes),
         "size": size, "num_samples": num_samples, "min_side": min_side, "crop_tries": crop_tries,
         "min_hole_area": min_hole_area, "max_hole_area": max_hole_area, "seed": seed,
     })  # fmt: skip
@@ -122,16 +122,20 @@ def prepare_inpaint(
                 except DataError as err:
                     entry["skipped"].append({"path": str(path), "reason": str(err)})
                     continue
-                holes = None if mask.per_crop else mask.holes(image, item, rng)
+                hole_map = None if holes.per_crop else holes.holes(image, item, rng)
                 image = upscaled(image, max(min_side, size))
-                if holes is not None:
-                    holes = cv2.resize(holes.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+                if hole_map is not None:
+                    hole_map = cv2.resize(
+                        hole_map.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST
+                    )
                 written = 0
                 for _ in range(num_samples):
-                    crop = hardest_crop(image, mask, item, holes, size, crop_tries, (min_hole_area, max_hole_area), rng)
+                    crop = hardest_crop(
+                        image, holes, item, hole_map, size, crop_tries, (min_hole_area, max_hole_area), rng
+                    )
                     if crop is None:
                         continue
-                    sample = SampleName(prefix, mask.name, seq)
+                    sample = SampleName(prefix, holes.name, seq)
                     cv2.imwrite(str(tmp / split / sample.file(IMAGE_TAG)), crop[0][..., ::-1])
                     cv2.imwrite(str(tmp / split / sample.file(MASK_TAG)), crop[1].astype(np.uint8) * 255)
                     seq, written = seq + 1, written + 1

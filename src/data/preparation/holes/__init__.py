@@ -1,4 +1,4 @@
-"""Where inpainting holes come from (the `mask=` config group): one small module per source.
+"""Where inpainting holes come from (the `holes=` config group): one small module per source.
 
 A source has a `name` (it goes into the sample file names), says whether it draws holes for each
 crop (`per_crop`) or once for the whole image, and `holes(image, item, rng)` returns a bool mask of

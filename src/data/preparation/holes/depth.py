@@ -100,7 +100,7 @@ def read_depth_map(depth_dir: str, item: SourceImage, shape: tuple[int, int]) ->
     ]
     if not found:
         raise DataError(
-            f"{item.path}: no depth map {folder / item.name}{{{','.join(DEPTH_SUFFIXES)}}} in mask.depth_dir"
+            f"{item.path}: no depth map {folder / item.name}{{{','.join(DEPTH_SUFFIXES)}}} in holes.depth_dir"
         )
     path = found[0]
     if path.suffix == ".npy":

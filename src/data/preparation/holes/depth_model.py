@@ -33,7 +33,7 @@ class DepthAnything:
     def __init__(self, depth_model: str, resolution: int, cache_dir: str | None, device: torch.device):
         if depth_model not in DEPTH_ANYTHING_V2 and not Path(depth_model).expanduser().is_dir():
             raise ConfigError(
-                f"mask.depth_model={depth_model!r}: expected one of {', '.join(DEPTH_ANYTHING_V2)} or a local folder "
+                f"holes.depth_model={depth_model!r}: expected one of {', '.join(DEPTH_ANYTHING_V2)} or a local folder "
                 "with a transformers Depth Anything model"
             )
         self.source = DEPTH_ANYTHING_V2.get(depth_model, str(Path(depth_model).expanduser()))

@@ -46,14 +46,14 @@ class ObjectHoles:
             path = mask_file(item.root, item.split, item.name)
             if not path.is_file():
                 raise DataError(
-                    f"{item.path}: no object mask {path}; mask=objects reads a prepared segmentation dataset's "
-                    "masks/SPLIT/NAME.png, or set mask.mask_dir to a python -m src.automask output folder"
+                    f"{item.path}: no object mask {path}; holes=objects reads a prepared segmentation dataset's "
+                    "masks/SPLIT/NAME.png, or set holes.mask_dir to a python -m src.automask output folder"
                 )
             ids = _sized(read_instance_mask(path), path, item, shape)
             return [(path, ids == value) for value in np.unique(ids[ids > 0])]
         folder = Path(self.mask_dir).expanduser() / item.name / "masks"
         if not folder.is_dir():
-            raise DataError(f"{item.path}: no {folder}; expected python -m src.automask output for it in mask.mask_dir")
+            raise DataError(f"{item.path}: no {folder}; expected src.automask output for it in holes.mask_dir")
         return [
             (path, _sized(read_image(path)[..., 0] > 127, path, item, shape)) for path in sorted(folder.glob("*.png"))
         ]
