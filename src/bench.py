@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from benchmarks.inpainting_speed.run import bench_inpainting
 from benchmarks.training_speed.run import bench
 from src.cli import hydra_entry
 
 
 @hydra_entry("bench")
 def main(cfg: DictConfig) -> str:
+    if cfg.task.name == "inpainting":  # python -m src.bench experiment=inpaint
+        return bench_inpainting(cfg)
     return bench(cfg)
 
 

@@ -19,12 +19,13 @@ GROUPS = {
 }
 SAM2_SIZES = ["base_plus", "large", "small", "tiny"]
 LANDMARK_DATASETS = {"animal", "synthetic_faces"}  # annotated landmarks (animal also has masks)
+INPAINTING_MODELS, INPAINTING_DATASETS = ["light_inpaint"], {"inpaint"}  # tests/test_inpainting.py covers them
 
 
 def test_the_groups_the_user_asked_for_exist():
-    assert GROUPS["model"] == sorted([*SAM2_SIZES, "hrnetv2_w18"])
+    assert GROUPS["model"] == sorted([*SAM2_SIZES, "hrnetv2_w18", *INPAINTING_MODELS])
     assert {"kvasir", "manga", "animal", "synthetic", "synthetic_faces"} <= set(GROUPS["dataset"])
-    assert GROUPS["task"] == ["landmarks", "segmentation"]
+    assert GROUPS["task"] == ["inpainting", "landmarks", "segmentation"]
     assert GROUPS["loss"] == ["bce_iou", "dice_focal"]
     assert GROUPS["optimizer"] == ["adamw", "schedulefree"]
     assert {"default", "cyclic"} <= set(GROUPS["trainer"])
@@ -64,9 +65,11 @@ def test_every_combination_composes_and_builds_its_parts(compose_cfg, task):
     choices = {**GROUPS, "landmark_loss": sorted(p.stem for p in (Path(CONFIG_DIR) / "landmark_loss").glob("*.yaml"))}
     if task == "segmentation":
         choices["model"] = SAM2_SIZES
-        choices["dataset"] = [d for d in GROUPS["dataset"] if d not in LANDMARK_DATASETS] + ["animal"]
+        choices["dataset"] = [d for d in GROUPS["dataset"] if d not in LANDMARK_DATASETS | INPAINTING_DATASETS]
+        choices["dataset"] += ["animal"]
     else:
         choices["dataset"] = sorted(LANDMARK_DATASETS)
+        choices["model"] = [m for m in GROUPS["model"] if m not in INPAINTING_MODELS]
     combos = list(itertools.product(*(choices[n] for n in names)))
     assert len(combos) >= (4 * 4 * 2 * 2 * 2 if task == "segmentation" else 5 * 2 * 2 * 2)
     for combo in combos:
@@ -88,7 +91,7 @@ def test_every_combination_composes_and_builds_its_parts(compose_cfg, task):
 def test_each_task_builds_with_each_of_its_models(compose_cfg, task):
     from hydra.utils import get_class
 
-    models = SAM2_SIZES if task == "segmentation" else GROUPS["model"]
+    models = SAM2_SIZES if task == "segmentation" else [m for m in GROUPS["model"] if m not in INPAINTING_MODELS]
     dataset = "synthetic" if task == "segmentation" else "synthetic_faces"
     for model in models:
         cfg = compose_cfg([f"task={task}", f"model={model}", f"dataset={dataset}", "model.image_size=64"])
