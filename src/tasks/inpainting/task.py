@@ -100,6 +100,9 @@ class InpaintingTask:
                 f"it was trained as {trained_as}"
             ) from err
 
+    def exported_module(self) -> nn.Module:
+        return self.generator
+
     def export_weights(self) -> dict[str, Any]:
         return {"model": self.generator.state_dict(), "meta": inpaint_meta(self.cfg.model, self.generator)}
 
