@@ -3,7 +3,10 @@
 0. The page is scaled so that its longer side is `work_size` px, which the pixel-sized settings
    (blur, line widths) assume; the panels found are scaled back to the page.
 1. Binarise: near-white pixels are paper. Paper connected to the page edge is background (the
-   gutters and margins); everything else, holes filled, is panel content.
+   gutters and margins), except wide paper deep inside the page (`inner_paper`, `margin_depth`):
+   that is the white of a panel whose art bleeds off the page, which would otherwise fall apart
+   into its separate strokes. Everything else, holes filled, is panel content; a region that is
+   nearly all paper (`blank`) is an empty page.
 2. Panels whose content touches (a speech balloon over the gutter, art bleeding across it, a
    frameless panel under a bordered one) form one region. Each region is split recursively along
    the straight line, near-horizontal or near-vertical (`max_slant`), with the strongest evidence
@@ -68,6 +71,9 @@ class PanelExtractor:
         max_depth: int,
         max_gutter: float,
         work_size: int,
+        inner_paper: float,
+        margin_depth: float,
+        blank: float,
     ):
         """The settings of `prepare.panel` in conf/prepare/manga.yaml, where their defaults and meaning live."""
         self.white_level, self.min_area, self.min_side = int(white_level), float(min_area), float(min_side)
@@ -77,6 +83,7 @@ class PanelExtractor:
         self.max_slant, self.slant_steps = float(max_slant), int(slant_steps)
         self.contained, self.max_depth = float(contained), int(max_depth)
         self.max_gutter, self.work_size = float(max_gutter), int(work_size)
+        self.inner_paper, self.margin_depth, self.blank = float(inner_paper), float(margin_depth), float(blank)
 
     def __call__(self, name: str, image: np.ndarray) -> tuple[None, np.ndarray]:
         """Labeller interface of `src.data.preparation.manga`: the page unchanged, and its panel ids."""
@@ -98,9 +105,7 @@ class PanelExtractor:
     def _extract(self, gray: np.ndarray) -> np.ndarray:
         h, w = gray.shape
         paper = gray >= self.white_level
-        labels, _ = ndi.label(paper)
-        edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        background = np.isin(labels, edge_labels[edge_labels > 0])
+        background = self._background(paper)
         content = ndi.binary_fill_holes(~background)
         vertical_edges, horizontal_edges = self._edges(gray)
         self._page = (h, w)
@@ -109,7 +114,7 @@ class PanelExtractor:
         regions, _ = ndi.label(content)
         for index, box in enumerate(ndi.find_objects(regions), start=1):
             region = (regions[box] == index).astype(np.uint8)
-            if region.sum() < min_pixels:
+            if region.sum() < min_pixels or paper[box][region > 0].mean() >= self.blank:
                 continue
             maps = Maps(region, (paper[box] | background[box]).astype(np.uint8), background[box].astype(np.uint8),
                         vertical_edges[box])  # fmt: skip
@@ -118,6 +123,25 @@ class PanelExtractor:
         return self._paint(self._drop_contained(parts), (h, w))
 
     # evidence ------------------------------------------------------------------
+    def _background(self, paper: np.ndarray) -> np.ndarray:
+        """Paper reaching the page edge through the margins and gutters.
+
+        Wide paper deeper inside the page than a margin (`inner_paper`, `margin_depth`) is the
+        white of a panel whose art bleeds off the page, not a gutter: the flood stops there.
+        """
+        h, w = paper.shape
+        short = min(h, w)
+        radius = max(1, round(self.inner_paper * short))
+        free = cv2.distanceTransform(np.pad(paper.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        depth = round(self.margin_depth * short)
+        deep = np.zeros_like(paper)
+        deep[depth : h - depth, depth : w - depth] = True
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        inner = cv2.dilate(((free > radius) & deep).astype(np.uint8), disk).astype(bool) & paper
+        labels, _ = ndi.label(paper & ~inner)
+        edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        return np.isin(labels, edge_labels[edge_labels > 0])
+
     def _edges(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strong intensity steps across vertical (resp. horizontal) lines, 1 px either side."""
         blurred = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), self.edge_blur)
