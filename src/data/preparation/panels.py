@@ -124,23 +124,27 @@ class PanelExtractor:
 
     # evidence ------------------------------------------------------------------
     def _background(self, paper: np.ndarray) -> np.ndarray:
-        """Paper reaching the page edge through the margins and gutters.
+        """Paper reaching the page edge: the margins and gutters.
 
-        Wide paper deeper inside the page than a margin (`inner_paper`, `margin_depth`) is the
-        white of a panel whose art bleeds off the page, not a gutter: the flood stops there.
+        Of the paper areas that reach the edge, the largest is the margins and gutters; another one
+        with wide paper deeper inside the page than a margin (`inner_paper`, `margin_depth`) is the
+        white of a panel whose art bleeds off the page, fenced off by its frame: not background.
         """
         h, w = paper.shape
         short = min(h, w)
-        radius = max(1, round(self.inner_paper * short))
-        free = cv2.distanceTransform(np.pad(paper.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
-        depth = round(self.margin_depth * short)
-        deep = np.zeros_like(paper)
-        deep[depth : h - depth, depth : w - depth] = True
-        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        inner = cv2.dilate(((free > radius) & deep).astype(np.uint8), disk).astype(bool) & paper
-        labels, _ = ndi.label(paper & ~inner)
-        edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        return np.isin(labels, edge_labels[edge_labels > 0])
+        labels, _ = ndi.label(paper)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        edge = edge[edge > 0]
+        if len(edge) > 1:
+            free = cv2.distanceTransform(np.pad(paper.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+            depth = round(self.margin_depth * short)
+            inner = np.zeros_like(paper)
+            inner[depth : h - depth, depth : w - depth] = True
+            inner &= free > self.inner_paper * short
+            largest = edge[np.argmax(ndi.sum(paper, labels, edge))]
+            has_inner = ndi.maximum(inner, labels, edge).astype(bool)
+            edge = edge[(edge == largest) | ~has_inner]
+        return np.isin(labels, edge)
 
     def _edges(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strong intensity steps across vertical (resp. horizontal) lines, 1 px either side."""
