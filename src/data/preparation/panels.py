@@ -74,6 +74,7 @@ class PanelExtractor:
         inner_paper: float,
         margin_depth: float,
         blank: float,
+        merge_overlap: float,
     ):
         """The settings of `prepare.panel` in conf/prepare/manga.yaml, where their defaults and meaning live."""
         self.white_level, self.min_area, self.min_side = int(white_level), float(min_area), float(min_side)
@@ -84,6 +85,7 @@ class PanelExtractor:
         self.contained, self.max_depth = float(contained), int(max_depth)
         self.max_gutter, self.work_size = float(max_gutter), int(work_size)
         self.inner_paper, self.margin_depth, self.blank = float(inner_paper), float(margin_depth), float(blank)
+        self.merge_overlap = float(merge_overlap)
 
     def __call__(self, name: str, image: np.ndarray) -> tuple[None, np.ndarray]:
         """Labeller interface of `src.data.preparation.manga`: the page unchanged, and its panel ids."""
@@ -120,7 +122,7 @@ class PanelExtractor:
                         vertical_edges[box])  # fmt: skip
             for y0, x0, part in self._split(maps, horizontal_edges[box], min_pixels, 0):
                 parts.append((y0 + box[0].start, x0 + box[1].start, part))
-        return self._paint(self._drop_contained(parts), (h, w))
+        return self._paint(self._drop_contained(self._merge_overlapping(parts)), (h, w))
 
     # evidence ------------------------------------------------------------------
     def _background(self, paper: np.ndarray) -> np.ndarray:
@@ -228,6 +230,25 @@ class PanelExtractor:
         return parts
 
     # results ---------------------------------------------------------------------
+    def _merge_overlapping(self, parts: list[tuple[int, int, np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
+        """Parts whose boxes overlap by `merge_overlap` of the smaller one become one: pieces of a
+        panel that its own white broke apart (panels beside each other do not overlap)."""
+        parts = list(parts)
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(parts)):
+                for j in range(i + 1, len(parts)):
+                    a, b = box_of(parts[i]), box_of(parts[j])
+                    if overlap(a, b) >= self.merge_overlap * min(area(a), area(b)):
+                        parts[i] = union(parts[i], parts[j])
+                        del parts[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        return parts
+
     def _drop_contained(self, parts: list[tuple[int, int, np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
         min_pixels = self.min_area * self._page[0] * self._page[1]
         parts = sorted((p for p in parts if p[2].sum() >= min_pixels), key=lambda p: -int(p[2].sum()))
@@ -261,6 +282,23 @@ def wide_runs(flags: np.ndarray, longest: float) -> np.ndarray:
         if stop - start > longest:
             out[start:stop] = True
     return out
+
+
+def box_of(part: tuple[int, int, np.ndarray]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a (y0, x0, mask) part."""
+    y0, x0, mask = part
+    return x0, y0, x0 + mask.shape[1], y0 + mask.shape[0]
+
+
+def union(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> tuple[int, int, np.ndarray]:
+    """The (y0, x0, mask) part covering both parts' masks."""
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_of(a), box_of(b)
+    x0, y0 = min(ax0, bx0), min(ay0, by0)
+    mask = np.zeros((max(ay1, by1) - y0, max(ax1, bx1) - x0), np.uint8)
+    for py0, px0, part in (a, b):
+        view = mask[py0 - y0 : py0 - y0 + part.shape[0], px0 - x0 : px0 - x0 + part.shape[1]]
+        view |= part.astype(np.uint8)
+    return y0, x0, mask
 
 
 def area(box: tuple[int, int, int, int]) -> int:
