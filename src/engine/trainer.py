@@ -230,7 +230,9 @@ class Trainer:
     def _loop(self, state: TrainState) -> str | None:
         batch_size, accumulate = int(self.tcfg.batch_size), int(self.tcfg.accumulate_grad_batches)
         log_every, eval_every = int(self.tcfg.log_every_steps), self.tcfg.eval_every_steps
+        eval_every_s = self.tcfg.eval_every_s
         clock_start, eval_before = time.perf_counter(), self.timing.eval_s
+        next_eval_s = float(eval_every_s) if eval_every_s else math.inf  # in seconds of training
         meter = _Meter()
         stop_reason = None
         self.module.train()
@@ -266,7 +268,10 @@ class Trainer:
                     if self.world.is_main:
                         self.tracker.log_metrics(summary, state.step)
                     bar.set_postfix(loss=f"{meter.last_loss:.4f}", best=state.best_metric)
-                if eval_every and state.step % int(eval_every) == 0:
+                timed = eval_every_s is not None and any_rank(train_clock >= next_eval_s)
+                if timed:
+                    next_eval_s = train_clock + float(eval_every_s)
+                if (eval_every and state.step % int(eval_every) == 0) or timed:
                     stop_reason = self._evaluate(state)
                 if any_rank(self.stop_signals.received is not None):
                     self._stop_on_signal(state)
