@@ -168,8 +168,11 @@ class SegmentationTask:
         """
         if not self.use_cache:
             return
+        with autocast():  # the precision the encoder computes in is part of the cache's key
+            lowered = torch.is_autocast_enabled(device.type)
+            precision = str(torch.get_autocast_dtype(device.type)).removeprefix("torch.") if lowered else "float32"
         cache = EmbeddingCache.for_model(
-            self.cfg.data.cache_dir, self.model, self.cfg.model.sam2_config, str(self.cfg.data.cache_dtype)
+            self.cfg.data.cache_dir, self.model, self.cfg.model.sam2_config, str(self.cfg.data.cache_dtype), precision
         )
 
         def encode(images: torch.Tensor) -> ImageFeatures:
