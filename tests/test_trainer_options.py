@@ -52,3 +52,9 @@ def test_cyclic_trainer_restarts_its_learning_rate(train_run, tmp_path):
     lrs = [v for _, v in history(tmp_path, "train/lr")]
     assert len(lrs) == 8
     assert lrs[3] < lrs[0] and lrs[4] == pytest.approx(1e-3) and lrs[7] < lrs[4]
+
+
+def test_eval_every_s_validates_after_that_many_seconds_of_training(train_run, tmp_path):
+    # 8 images, batch 2: 4 steps in the epoch; every step takes longer than 1 ms, so each is followed by a validation
+    check(train_run("trainer.max_epochs=1", "trainer.eval_every_steps=null", "trainer.eval_every_s=0.001"))
+    assert [step for step, _ in history(tmp_path, "val/miou")] == [0, 1, 2, 3, 4]

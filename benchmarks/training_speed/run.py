@@ -132,7 +132,7 @@ def bench(cfg: DictConfig) -> str:
     baseline, baseline_curve, baseline_profile = seed_loop_row(baseline_cfg, device, amp_dtype)
 
     trainer_cfg = copy.deepcopy(cfg)
-    OmegaConf.update(trainer_cfg, "trainer.max_time", budget)
+    OmegaConf.update(trainer_cfg, "trainer.max_train_time", budget)  # validation not counted, as for (a)
     OmegaConf.update(trainer_cfg, "trainer.eval_every_s", float(cfg.bench.eval_every_s))
     OmegaConf.update(trainer_cfg, "data.cache_dir", str(run_dir / "embeddings"))  # starts empty: "cold"
     cached = SegmentationTask.caches_embeddings(trainer_cfg)

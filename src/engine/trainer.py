@@ -221,10 +221,14 @@ class Trainer:
         self.timing.prepare_s = time.perf_counter() - started
 
     def _out_of_time(self) -> str | None:
-        """`trainer.max_time`: a reason to stop once the run has used its wall-clock budget."""
+        """`trainer.max_time` (everything counted) or `trainer.max_train_time` (validation not counted): a
+        reason to stop once the run has used its budget."""
         budget = self.tcfg.get("max_time")
         if budget is not None and any_rank(self.timing.elapsed() >= float(budget)):
             return f"time budget trainer.max_time={budget}s used"
+        training = self.tcfg.max_train_time
+        if training is not None and any_rank(self.timing.elapsed() - self.timing.eval_s >= float(training)):
+            return f"time budget trainer.max_train_time={training}s used"
         return None
 
     def _loop(self, state: TrainState) -> str | None:
@@ -280,7 +284,7 @@ class Trainer:
                     break
             if state.batch_in_epoch >= self.batches_per_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if not eval_every and stop_reason is None:
+                if not eval_every and stop_reason is None and state.last_eval_step != state.step:
                     stop_reason = self._evaluate(state)
         bar.close()
         return stop_reason
