@@ -100,9 +100,10 @@ def _torch_cpu_bf16() -> bool:
 def choose_precision(name: str, caps: Capabilities) -> tuple[str, str]:
     """`trainer.precision` (or an inference config's `precision`) as bf16 | fp16 | fp32, and why.
 
-    `auto` is bf16 on CUDA GPUs that support it and on CPUs with native bf16 arithmetic (see
-    `CPU_BF16_FLAGS`; SAM2's encoder runs faster there), and fp32 elsewhere: emulated CPU bf16 is
-    slower than fp32, and MPS bf16 support varies by macOS version.
+    `auto` is bf16 on CUDA GPUs that support it and fp32 elsewhere: on a CPU with native bf16 (see
+    `CPU_BF16_FLAGS`) the encoder runs faster in bf16 but the decoder's training steps ran slower
+    (src.bench, AVX-512 BF16 without AMX), emulated CPU bf16 is slower still, and MPS bf16 support
+    varies by macOS version. `bf16` on a CPU is allowed, with the reason it may be slow.
     """
     if name not in PRECISIONS:
         raise ConfigError(f"trainer.precision={name!r}: expected one of {', '.join(PRECISIONS)}")
@@ -114,7 +115,10 @@ def choose_precision(name: str, caps: Capabilities) -> tuple[str, str]:
             return "fp32", "auto: this GPU has no bf16 support"
         if caps.device_type == "cpu":
             if native_cpu:
-                return "bf16", f"auto: the CPU has native bf16 ({', '.join(native_cpu)})"
+                return "fp32", (
+                    f"auto: fp32 on the CPU although it has native bf16 ({', '.join(native_cpu)}): src.bench measured "
+                    "bf16 training slower there; trainer.precision=bf16 to use it"
+                )
             return "fp32", f"auto: the CPU has no native bf16 (none of the flags {', '.join(CPU_BF16_FLAGS)})"
         return "fp32", f"auto: fp32 on {caps.device_type}"
     if name == "fp32":
