@@ -165,3 +165,25 @@ def test_training_with_and_without_the_cache_follows_the_same_loss_curve(tmp_pat
         cached[mode] = list((tmp / "cache" / "embeddings").glob("*/*.npy"))
     assert len(curves["true"]) == 4 and len(cached["true"]) == 8 + 4 and not cached["false"]
     np.testing.assert_allclose(curves["true"], curves["false"], rtol=2e-3)
+
+
+def test_a_batched_fill_writes_the_features_of_a_one_by_one_fill(model, tmp_path):
+    """Several views per encoder call store what one view per call stores, in fp32 and in bf16 autocast."""
+    views = images(5, seed=1)
+    for precision, tolerance in (("float32", 1e-3), ("bfloat16", 2e-2)):
+
+        def encode(batch: torch.Tensor, precision=precision):
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
+                return model.encode(batch)
+
+        one, batched = (
+            EmbeddingCache.for_model(tmp_path / name, model, TINY, precision=precision) for name in ("one", "batched")
+        )
+        assert one.fill(list(views), 5, encode, batch_size=1) == 5
+        assert batched.fill(list(views), 5, encode, batch_size=4) == 5  # a batch of 4, then one of 1
+        for view in views:
+            for got, want in zip(batched.read(view), one.read(view), strict=True):
+                scale = float(want.float().abs().max())
+                assert torch.allclose(got.float(), want.float(), rtol=tolerance, atol=tolerance * scale), precision
+    fp32 = EmbeddingCache.for_model(tmp_path, model, TINY)
+    assert EmbeddingCache.for_model(tmp_path, model, TINY, precision="bfloat16").directory != fp32.directory

@@ -60,3 +60,9 @@ def test_a_time_budget_that_cuts_the_schedule_says_so(train_run, tmp_path):
     text = check(train_run("trainer.max_time=1", "trainer.max_steps=50", "optimizer.lr=1e-3"))
     assert "time budget trainer.max_time=1s used" in text
     assert "with the schedule cut where it stood" in text and "set trainer.max_steps=" in text
+
+
+def test_eval_every_s_validates_after_that_many_seconds_of_training(train_run, tmp_path):
+    # 8 images, batch 2: 4 steps in the epoch; every step takes longer than 1 ms, so each is followed by a validation
+    check(train_run("trainer.max_epochs=1", "trainer.eval_every_steps=null", "trainer.eval_every_s=0.001"))
+    assert [step for step, _ in history(tmp_path, "val/miou")] == [0, 1, 2, 3, 4]

@@ -7,7 +7,9 @@ cross-entropy on the sigmoid plus 0.05 x |predicted IoU - IoU of the thresholded
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +27,7 @@ class LoopResult:
     train_s: float = 0.0
     step_ends: list[float] = field(default_factory=list)  # seconds of training when each step ended
     losses: list[float] = field(default_factory=list)
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds of training, val mIoU)
 
 
 def seed_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, iou_weight: float) -> torch.Tensor:
@@ -77,12 +80,29 @@ class SeedLoop:
         self.optimizer.step()
         return float(loss.detach())
 
-    def run(self, budget_s: float) -> LoopResult:
-        """Iterate for `budget_s` seconds of wall-clock."""
+    def run(
+        self, budget_s: float, validate: Callable[[], float] | None = None, every_s: float = math.inf
+    ) -> LoopResult:
+        """Iterate for `budget_s` seconds of training; `validate()` (val mIoU) runs at the start and
+        after every `every_s` seconds of training, its own time not counted."""
         result = LoopResult()
+        started, paused = time.perf_counter(), 0.0
+
+        def clock() -> float:
+            return time.perf_counter() - started - paused
+
+        def checkpoint() -> None:
+            nonlocal paused
+            begun = time.perf_counter()
+            result.curve.append((clock(), validate()))
+            self.model.train()
+            paused += time.perf_counter() - begun
+
+        if validate is not None:
+            checkpoint()
         self.model.train()
-        started = time.perf_counter()
-        while time.perf_counter() - started < budget_s:
+        next_eval = every_s
+        while clock() < budget_s:
             loss = self.step()
             if loss is None:
                 continue
@@ -90,6 +110,9 @@ class SeedLoop:
             result.prompts += 1
             result.images += 1
             result.losses.append(loss)
-            result.step_ends.append(time.perf_counter() - started)
+            result.step_ends.append(clock())
+            if validate is not None and result.step_ends[-1] >= next_eval:
+                next_eval = result.step_ends[-1] + every_s
+                checkpoint()
         result.train_s = result.step_ends[-1] if result.step_ends else 0.0
         return result

@@ -221,7 +221,8 @@ class Trainer:
                 self.monitor,
                 state.best_metric,
             )
-        if stop_reason and "max_time" in stop_reason and state.step < self.total_steps and self.scheduler is not None:
+        cut = stop_reason is not None and "time budget" in stop_reason and state.step < self.total_steps
+        if cut and self.scheduler is not None:
             peak = float(self.optimizer.param_groups[0]["initial_lr"])  # set by LambdaLR
             log.warning(
                 "the time budget stopped the run at step %d of %d, with the schedule cut where it stood (lr %.3g, "
@@ -247,16 +248,22 @@ class Trainer:
         self.timing.prepare_s = time.perf_counter() - started
 
     def _out_of_time(self) -> str | None:
-        """`trainer.max_time`: a reason to stop once the run has used its wall-clock budget."""
+        """`trainer.max_time` (everything counted) or `trainer.max_train_time` (validation not counted): a
+        reason to stop once the run has used its budget."""
         budget = self.tcfg.get("max_time")
         if budget is not None and any_rank(self.timing.elapsed() >= float(budget)):
             return f"time budget trainer.max_time={budget}s used"
+        training = self.tcfg.max_train_time
+        if training is not None and any_rank(self.timing.elapsed() - self.timing.eval_s >= float(training)):
+            return f"time budget trainer.max_train_time={training}s used"
         return None
 
     def _loop(self, state: TrainState) -> str | None:
         batch_size, accumulate = int(self.tcfg.batch_size), int(self.tcfg.accumulate_grad_batches)
         log_every, eval_every = int(self.tcfg.log_every_steps), self.tcfg.eval_every_steps
+        eval_every_s = self.tcfg.eval_every_s
         clock_start, eval_before = time.perf_counter(), self.timing.eval_s
+        next_eval_s = float(eval_every_s) if eval_every_s else math.inf  # in seconds of training
         meter = _Meter()
         stop_reason = None
         self.module.train()
@@ -292,7 +299,10 @@ class Trainer:
                     if self.world.is_main:
                         self.tracker.log_metrics(summary, state.step)
                     bar.set_postfix(loss=f"{meter.last_loss:.4f}", best=state.best_metric)
-                if eval_every and state.step % int(eval_every) == 0:
+                timed = eval_every_s is not None and any_rank(train_clock >= next_eval_s)
+                if timed:
+                    next_eval_s = train_clock + float(eval_every_s)
+                if (eval_every and state.step % int(eval_every) == 0) or timed:
                     stop_reason = self._evaluate(state)
                 if any_rank(self.stop_signals.received is not None):
                     self._stop_on_signal(state)
@@ -301,7 +311,7 @@ class Trainer:
                     break
             if state.batch_in_epoch >= self.batches_per_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                if not eval_every and stop_reason is None:
+                if not eval_every and stop_reason is None and state.last_eval_step != state.step:
                     stop_reason = self._evaluate(state)
         bar.close()
         return stop_reason

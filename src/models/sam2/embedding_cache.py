@@ -6,10 +6,11 @@ stored as one flat `.npy` file, read back memory-mapped:
 
     <data.cache_dir>/<key>/<pixels hash>.npy
 
-`key` hashes everything the features depend on (SAM2 config, image size, storage dtype and every
-weight `Sam2Model.encode` uses), the file name hashes the view's pixels: a changed checkpoint, image
-or image size is a miss, never a stale hit. Files are written under a temporary name and renamed,
-so jobs of a sweep that share the cache never see half a file, whoever writes first.
+`key` hashes everything the features depend on (SAM2 config, image size, storage dtype, the
+encoder's compute precision and every weight `Sam2Model.encode` uses), the file name hashes the
+view's pixels: a changed checkpoint, image or image size is a miss, never a stale hit. Files are
+written under a temporary name and renamed, so jobs of a sweep that share the cache never see half
+a file, whoever writes first.
 """
 
 from __future__ import annotations
@@ -76,14 +77,19 @@ class EmbeddingCache:
         self.sizes = [int(np.prod(shape)) for shape in self.shapes]
 
     @classmethod
-    def for_model(cls, root: str | Path, model: Sam2Model, sam2_config: str, dtype: str = "float16") -> EmbeddingCache:
-        """The folder for `model`'s current encoder weights under `root`."""
+    def for_model(
+        cls, root: str | Path, model: Sam2Model, sam2_config: str, dtype: str = "float16", precision: str = "float32"
+    ) -> EmbeddingCache:
+        """The folder for `model`'s current encoder weights under `root`; `precision`: the dtype the encoder
+        computes in (bf16 autocast gives features within bf16's precision of fp32's, not the same ones)."""
         identity = {
             "sam2_config": sam2_config,
             "image_size": model.image_size,
             "dtype": dtype,
             "weights": weights_hash(model.encoder_state()),
         }
+        if precision != "float32":  # fp32 caches keep the folders they had before precisions were told apart
+            identity["precision"] = precision
         key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=12).hexdigest()
         cache = cls(Path(root) / key, model.feature_shapes, dtype)
         about = cache.directory / "identity.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -170,15 +171,18 @@ class SegmentationTask:
         """
         if not self.use_cache:
             return
+        with autocast():  # the precision the encoder computes in is part of the cache's key
+            lowered = torch.is_autocast_enabled(device.type)
+            precision = str(torch.get_autocast_dtype(device.type)).removeprefix("torch.") if lowered else "float32"
         cache = EmbeddingCache.for_model(
-            self.cfg.data.cache_dir, self.model, self.cfg.model.sam2_config, str(self.cfg.data.cache_dtype)
+            self.cfg.data.cache_dir, self.model, self.cfg.model.sam2_config, str(self.cfg.data.cache_dtype), precision
         )
 
         def encode(images: torch.Tensor) -> ImageFeatures:
             with torch.no_grad(), autocast():
                 return self.model.encode(images.to(device))
 
-        batch_size = int(self.cfg.trainer.batch_size)
+        batch_size = int(self.cfg.data.cache_fill_batch_size)
         # jobs of a sweep starting together: one fills, the others wait and then find the views cached
         with file_lock(cache.directory / ".fill.lock"):
             for split in self.splits:
@@ -187,8 +191,20 @@ class SegmentationTask:
                 views = DataLoader(_Views(split), batch_size=None, num_workers=workers)
                 total = len(split.cache_keys)
                 name = split.split
+                started = time.perf_counter()
                 encoded = cache.fill(views, total, encode, batch_size, f"caching {name} embeddings")
-                log.info("embedding cache %s: %d of %d %s views encoded now", cache.directory, encoded, total, name)
+                seconds = time.perf_counter() - started
+                log.info(
+                    "embedding cache %s: %d of %d %s views encoded now, in %.1f s (%.2f images/s, up to %d per "
+                    "encoder call)",
+                    cache.directory,
+                    encoded,
+                    total,
+                    name,
+                    seconds,
+                    encoded / max(seconds, 1e-9),
+                    batch_size,
+                )
                 split.features = cache
 
     # steps -----------------------------------------------------------------
