@@ -395,6 +395,9 @@ class Trainer:
 
     def _restore(self) -> TrainState:
         """Continue from a checkpoint (`trainer.resume`) or start from other weights (`trainer.init_from`)."""
+        if self.world.is_main:
+            self.ckpt.tidy()  # what a killed save left behind
+        barrier()
         source = self._resume_source()
         if source is not None:
             weights, saved = source.load()
@@ -407,7 +410,7 @@ class Trainer:
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
             state = TrainState(**saved["train_state"])
-            log.info("resuming from %s at step %d (epoch %d)", source.directory, state.step, state.epoch)
+            log.info("resuming from %s at step %d (epoch %d)", source.newest(), state.step, state.epoch)
             if self.tcfg.init_from:
                 log.warning(
                     "trainer.init_from=%s is ignored: the run resumes from its own checkpoint", self.tcfg.init_from
