@@ -28,6 +28,10 @@ class DownloadError(SamtuneError):
     """A download that failed, was truncated, or does not match its checksum."""
 
 
+class TrackingError(SamtuneError):
+    """The tracking store (logger.tracking_uri) cannot be reached or used."""
+
+
 class OutOfMemory(SamtuneError):
     """The device or host ran out of memory; the message names the settings to lower."""
 

@@ -31,8 +31,9 @@ def train(cfg: DictConfig) -> float | None:
         if not world.is_main:
             logging.getLogger("src").setLevel(logging.WARNING)  # rank 0 reports for all
         amp_dtype = resolve_precision(cfg.trainer.precision, device)
+        # rank 0 alone opens the store; first, so that an unreachable one fails before the model is built
+        tracker = instantiate(cfg.logger) if world.is_main else None
         task = get_class(cfg.task._target_)(cfg, device)
-        tracker = instantiate(cfg.logger) if world.is_main else None  # rank 0 alone opens the store
         sweep = sweep_job()
         name = (sweep and sweep.run_name) or run_name(cfg, "", f"{cfg.model.name}@{cfg.dataset.name}")
         tags = run_tags(

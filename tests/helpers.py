@@ -166,3 +166,15 @@ def conf_values(name: str, key: str | None = None) -> dict:
 def from_conf(cls: type, name: str, key: str | None = None, **overrides):
     """`cls` built with the settings of conf/<name>.yaml, some of them overridden."""
     return cls(**{**conf_values(name, key), **overrides})
+
+
+def mlflow_tracker(tracking_uri: str, experiment: str, **overrides):
+    """An `MlflowTracker` with conf/logger/mlflow.yaml's settings; the store and experiment given here."""
+    from omegaconf import OmegaConf
+
+    from src.tracking.runs import MlflowTracker
+
+    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "logger" / "mlflow.yaml")
+    settings = {key: cfg[key] for key in ("flush_every", "queue_size", "retry_every_s", "drain_timeout_s")}
+    settings["artifact_location"] = None
+    return MlflowTracker(tracking_uri, experiment, **{**settings, **overrides})

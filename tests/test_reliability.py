@@ -5,26 +5,34 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from src.config import PROJECT_ROOT
 from src.engine.checkpoints import CheckpointDir
-from tests.helpers import FAST_RUN, isolated_paths
+from tests.helpers import FAST_RUN, free_port, isolated_paths
 
-# runs src.train with one function patched to die (os._exit, as kill -9: no cleanup) at a chosen call
+# runs src.train with one function (module:name or module:Class.name) patched to die (os._exit, as
+# kill -9: no cleanup) when the repr of its arguments matches a pattern
 DYING_RUN = """
-import os, re, runpy, sys
-import src.engine.checkpoints as checkpoints
-name, pattern = sys.argv[1], re.compile(sys.argv[2])
-real = getattr(checkpoints, name)
-def dying(source, dest):
-    if pattern.search(f"{source}->{dest}"):
+import importlib, os, re, runpy, sys
+target, pattern = sys.argv[1], re.compile(sys.argv[2])
+module, _, path = target.partition(":")
+owner = importlib.import_module(module)
+*parents, name = path.split(".")
+for parent in parents:
+    owner = getattr(owner, parent)
+real = getattr(owner, name)
+def dying(*args):
+    if pattern.search(repr(args) if parents else "->".join(map(str, args))):
         os._exit(137)
-    return real(source, dest)
-setattr(checkpoints, name, dying)
+    return real(*args)
+setattr(owner, name, dying)
 sys.argv = ["src.train", *sys.argv[3:]]
 runpy.run_module("src.train", run_name="__main__")
 """
@@ -35,7 +43,7 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 def run_dying(tmp: Path, function: str, pattern: str, *overrides: str) -> subprocess.CompletedProcess:
-    args = [*FAST_RUN, *isolated_paths(tmp), *overrides]
+    args = [*FAST_RUN, *isolated_paths(tmp), "trainer.cpu_threads=1", *overrides]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     command = [sys.executable, "-c", DYING_RUN, function, pattern, *args]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -56,15 +64,15 @@ def straight_run(tmp_path_factory) -> Path:
     ("function", "pattern", "resumed_at"),
     [
         # the step-4 weights are written, its training state is not: step 2 stays the newest whole checkpoint
-        ("torch_save_atomic", r"\.step_000000004\.[^/]*\.tmp/last_state\.pt$", 2),
+        ("src.engine.checkpoints:torch_save_atomic", r"\.step_000000004\.[^/]*\.tmp/last_state\.pt$", 2),
         # the step-4 folder is committed, the top-level last.pt still points at step 2
-        ("_link", r"step_000000004/last\.pt->.*checkpoints/last\.pt$", 4),
+        ("src.engine.checkpoints:_link", r"step_000000004/last\.pt->.*checkpoints/last\.pt$", 4),
     ],
 )
 def test_a_kill_inside_the_checkpoint_commit_resumes_to_identical_weights(
     train_run, tmp_path, straight_run, function, pattern, resumed_at
 ):
-    killed = run_dying(tmp_path, function, pattern, "trainer.max_steps=4", "trainer.cpu_threads=1")
+    killed = run_dying(tmp_path, function, pattern, "trainer.max_steps=4")
     assert killed.returncode == 137, output(killed)[-3000:]
     ckpt = CheckpointDir(tmp_path / "run" / "checkpoints")
     if resumed_at == 2:
@@ -84,3 +92,129 @@ def test_a_kill_inside_the_checkpoint_commit_resumes_to_identical_weights(
     straight = torch.load(straight_run / "last.pt", weights_only=True)["model"]
     for key, value in straight.items():
         assert torch.equal(weights["model"][key], value), key
+
+
+def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_metrics_survive_a_hard_kill_once_each_and_the_killed_run_is_marked(train_run, tmp_path):
+    store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    # killed while logging step 3, after the step-2 checkpoint
+    killed = run_dying(tmp_path, "src.tracking.runs:MlflowTracker.log_metrics", r", 3\)$", "trainer.max_steps=4")
+    assert killed.returncode == 137, output(killed)[-3000:]
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    run_id = run.info.run_id
+    assert run.info.status == "RUNNING"
+    assert metric_steps(client, run_id, "train/loss") == [1, 2]  # flushed with the checkpoint
+    assert metric_steps(client, run_id, "val/miou") == [0, 2]
+
+    other = train_run("trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'other'}")  # the next run marks it
+    assert other.returncode == 0, output(other)[-3000:]
+    killed_run = client.get_run(run_id)
+    assert killed_run.info.status == "KILLED" and "killed hard" in killed_run.data.tags["killed_hard"]
+
+    resumed = train_run("trainer.max_steps=4", "trainer.cpu_threads=1")
+    assert resumed.returncode == 0, output(resumed)[-3000:]
+    assert "at step 2" in output(resumed)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert metric_steps(client, run_id, "train/loss") == [1, 2, 3, 4]  # no gap, nothing twice
+    assert metric_steps(client, run_id, "val/miou") == [0, 2, 4]
+    assert metric_steps(client, run_id, "best/val/miou") == [4]
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds_in_one_line(train_run):
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = train_run(f"logger.tracking_uri={uri}")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    errors = [line for line in output(result).splitlines() if "TrackingError" in line]
+    assert len(errors) == 1 and f"logger.tracking_uri={uri} cannot be reached" in errors[0], output(result)
+    assert "Traceback" not in output(result) and "RANDOM weights" not in output(result)  # no model was built
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 that can be stopped and started again on the same store."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        mlflow = Path(sys.executable).parent / "mlflow"
+        command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        command += ["--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
+        command += ["--artifacts-destination", str(self.root / "server-artifacts")]
+        log = open(self.root / "server.log", "a")  # noqa: SIM115 - open for the server's lifetime
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError((self.root / "server.log").read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+            self.process = None
+
+
+def test_a_server_stopped_mid_run_neither_stops_training_nor_loses_metrics(tmp_path):
+    server = MlflowServer(tmp_path)
+    server.start()
+    args = [*FAST_RUN, *isolated_paths(tmp_path), "trainer.cpu_threads=1", "trainer.max_steps=12"]
+    args += [f"logger.tracking_uri={server.uri}", "logger.retry_every_s=1", "logger.drain_timeout_s=120"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    training = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(training.stdout), daemon=True)
+    reader.start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 300
+        while not any(text in line for line in lines):
+            assert training.poll() is None or any(text in line for line in lines), "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+
+    try:
+        wait_for("step 2:")
+        server.stop()
+        wait_for("cannot be reached")  # said once, training goes on
+        wait_for("step 6:")
+        server.start()
+        assert training.wait(timeout=400) == 0, "".join(lines)[-3000:]
+    finally:
+        training.kill()
+        server.stop()
+    reader.join(timeout=10)
+    text = "".join(lines)
+    assert text.count("cannot be reached") == 1 and "is back" in text, text[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "step_000000012").is_dir()
+    server.start()
+    try:
+        client = MlflowClient(server.uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+        assert run.info.status == "FINISHED"
+        assert metric_steps(client, run.info.run_id, "train/loss") == list(range(1, 13))
+        assert metric_steps(client, run.info.run_id, "val/miou") == list(range(0, 13, 2))
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+        assert "samples/step_000004.png" in artifacts
+    finally:
+        server.stop()

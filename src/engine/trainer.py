@@ -84,6 +84,7 @@ class Trainer:
         self.autocast = partial(autocast, device, amp_dtype)
         self.timing = RunTiming()
         self.last_metrics: dict[str, float] = {}  # the latest validation
+        self.resumed_metrics: dict[str, float] = {}  # the validation saved with the checkpoint resumed from
 
     # ------------------------------------------------------------------ set-up
     def _loaders(self) -> tuple[DataLoader, EpochSampler, DataLoader]:
@@ -331,29 +332,32 @@ class Trainer:
                     f"trainer.early_stopping.monitor={self.monitor!r} is not a validation metric; "
                     f"available: {', '.join(sorted(metrics))}"
                 )
-            if self.world.is_main:
+            log.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            if save:
+                self._record_evaluation(state, metrics)
+            if self.world.is_main:  # after the checkpoint: tracking never holds back a save
                 self.tracker.log_metrics(metrics, state.step)
                 if result.image is not None:
                     path = save_png(result.image, self.run_dir / "samples" / f"step_{state.step:06d}.png")
                     self.tracker.log_artifact(path, "samples")
-            log.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-            if not save:
-                return None
-            value = metrics[self.monitor]
-            improved = not math.isnan(value) and (
-                state.best_metric is None
-                or (value > state.best_metric if self.mode == "max" else value < state.best_metric)
-            )
-            if improved:
-                state.best_metric, state.best_step, state.stale_evals = value, state.step, 0
-            else:
-                state.stale_evals += 1
-            state.last_eval_step = state.step
-            self._save(state, metrics, improved)
+                if save:
+                    self.tracker.sync()  # the store holds what the checkpoint holds (unless it is unreachable)
         patience = self.tcfg.early_stopping.patience
-        if patience and state.stale_evals >= int(patience):
+        if save and patience and state.stale_evals >= int(patience):
             return f"early stopping: {self.monitor} did not improve for {patience} evaluations"
         return None
+
+    def _record_evaluation(self, state: TrainState, metrics: dict[str, float]) -> None:
+        """Update the best value and the patience count, and checkpoint."""
+        value = metrics[self.monitor]
+        best = state.best_metric
+        improved = not math.isnan(value) and (best is None or (value > best if self.mode == "max" else value < best))
+        if improved:
+            state.best_metric, state.best_step, state.stale_evals = value, state.step, 0
+        else:
+            state.stale_evals += 1
+        state.last_eval_step = state.step
+        self._save(state, metrics, improved)
 
     def _stop_on_signal(self, state: TrainState) -> None:
         """A stop signal reached a process: save where every process is, then stop all of them."""
@@ -410,6 +414,7 @@ class Trainer:
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
             state = TrainState(**saved["train_state"])
+            self.resumed_metrics = dict(weights.get("meta", {}).get("metrics") or {})
             log.info("resuming from %s at step %d (epoch %d)", source.newest(), state.step, state.epoch)
             if self.tcfg.init_from:
                 log.warning(
@@ -427,9 +432,12 @@ class Trainer:
     def _start_tracking(self, state: TrainState, run_name: str, tags: dict[str, str]) -> None:
         if not self.world.is_main:
             return
+        self.tracker.unsent_file = self.run_dir / "mlflow_unsent.jsonl"
         if state.mlflow_run_id:
             state.mlflow_run_id = self.tracker.start(run_name, tags, run_id=state.mlflow_run_id)
             self.tracker.set_tags(tags)  # where this part of the run ran (e.g. a requeued job's restart count)
+            # the checkpoint's evaluation, in case a kill came between saving and logging it (sent once only)
+            self.tracker.log_metrics(self.resumed_metrics, state.step)
             return
         state.mlflow_run_id = self.tracker.start(run_name, tags)
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
