@@ -24,6 +24,17 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def user_message(err: SamtuneError) -> str:
+    """The error's own message; one raised in a DataLoader worker comes back wrapped in the worker's
+    traceback ("Caught DataError in DataLoader worker process 0. Original Traceback ..."): its last line."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    prefix = f"{type(err).__module__}.{type(err).__name__}: "
+    return last.removeprefix(prefix).removeprefix(f"{type(err).__name__}: ")
+
+
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """`@hydra.main` on conf/<config_name>.yaml.
 
@@ -39,7 +50,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             try:
                 return task(cfg)
             except SamtuneError as err:
-                logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, err)
+                logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, user_message(err))
                 sys.exit(1)
 
         app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(guarded)

@@ -40,6 +40,38 @@ def check_combination(cfg: DictConfig) -> None:
         )
 
 
+# training settings that must be numbers, checked before anything is built: key -> (kind, lowest, may be null)
+TRAINING_NUMBERS = {
+    "trainer.batch_size": (int, 1, False),
+    "trainer.accumulate_grad_batches": (int, 1, False),
+    "trainer.max_epochs": (int, 1, False),
+    "trainer.max_steps": (int, 1, True),
+    "trainer.max_time": (float, 0, True),
+    "trainer.eval_every_steps": (int, 1, True),
+    "trainer.log_every_steps": (int, 1, False),
+    "trainer.gradient_clip_norm": (float, 0, True),
+    "trainer.seed": (int, 0, False),
+    "optimizer.lr": (float, 0, False),
+    "data.num_workers": (int, 0, False),
+}
+
+
+def check_training_numbers(cfg: DictConfig) -> None:
+    """Refuse `trainer.batch_size=abc`, `trainer.max_steps=-5` and the like in one line, before the model is built."""
+    for key, (kind, lowest, nullable) in TRAINING_NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value == "<absent>" or (value is None and nullable):
+            continue
+        wanted = "an integer" if kind is int else "a number"
+        bound = f" >= {lowest}" if kind is int else f" > {lowest}"
+        null = " (or null)" if nullable else ""
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or (kind is int and not float(value).is_integer()):
+            raise ConfigError(f"{key}={value!r}: expected {wanted}{bound}{null}")
+        if (kind is int and value < lowest) or (kind is float and value <= lowest):
+            raise ConfigError(f"{key}={value}: expected {wanted}{bound}{null}")
+
+
 def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
     """`cfg` with `task` set to conf/task/<task>.yaml when the command did not choose a task.
 

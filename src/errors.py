@@ -42,3 +42,9 @@ class TrainingDiverged(SamtuneError):
 
 class TrainingInterrupted(SamtuneError):
     """Training stopped on a signal (preemption, time limit) after saving a checkpoint to resume from."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line (its type when it has no message), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

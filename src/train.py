@@ -12,7 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from src.cli import hydra_entry
-from src.config import check_combination
+from src.config import check_combination, check_training_numbers
 from src.engine.trainer import Trainer
 from src.tracking.sweeps import sweep_job
 from src.tracking.tags import run_name, run_tags
@@ -22,6 +22,7 @@ from src.utils.seeding import seed_everything
 
 
 def train(cfg: DictConfig) -> float | None:
+    check_training_numbers(cfg)
     check_combination(cfg)
     seed_everything(int(cfg.trainer.seed))
     settings = cfg.trainer.distributed

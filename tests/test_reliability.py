@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -13,8 +14,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from src.config import PROJECT_ROOT
+from src.cli import user_message
+from src.config import PROJECT_ROOT, check_training_numbers
 from src.engine.checkpoints import CheckpointDir
+from src.errors import CheckpointError, ConfigError, DataError
+from src.utils.checkpoint_io import read_checkpoint
 from tests.helpers import FAST_RUN, free_port, isolated_paths
 
 # runs src.train with one function (module:name or module:Class.name) patched to die (os._exit, as
@@ -218,3 +222,61 @@ def test_a_server_stopped_mid_run_neither_stops_training_nor_loses_metrics(tmp_p
         assert "samples/step_000004.png" in artifacts
     finally:
         server.stop()
+
+
+def test_unreadable_checkpoints_are_named_in_one_line(tmp_path, train_run):
+    (tmp_path / "notes.pt").write_text("hello, not a checkpoint\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "model.pth")  # a whole model: pickled code, not tensors
+    torch.save([1, 2], tmp_path / "list.pt")
+    expected = {
+        "notes.pt": "cannot be read as plain tensors",
+        "empty.pt": "is empty (0 bytes)",
+        "model.pth": "holds pickled Python objects",
+        "list.pt": "holds a list",
+    }
+    for name, message in expected.items():
+        with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / name} {message}")) as caught:
+            read_checkpoint(tmp_path / name)
+        assert "\n" not in str(caught.value)
+    result = train_run(f"trainer.init_from={tmp_path / 'notes.pt'}", "trainer.max_steps=1")
+    assert result.returncode == 1 and "Traceback" not in output(result), output(result)[-3000:]
+    assert f"CheckpointError: checkpoint {tmp_path / 'notes.pt'} cannot be read" in output(result)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=abc", "trainer.batch_size='abc': expected an integer >= 1"),
+        ("optimizer.lr=abc", "optimizer.lr='abc': expected a number > 0"),
+        ("trainer.max_steps=-5", "trainer.max_steps=-5: expected an integer >= 1 (or null)"),
+        ("trainer.max_time=0", "trainer.max_time=0: expected a number > 0 (or null)"),
+    ],
+)
+def test_training_numbers_are_checked_before_anything_is_built(compose_cfg, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_training_numbers(compose_cfg([override]))
+
+
+def test_a_bad_number_on_the_command_line_is_one_line(train_run):
+    result = train_run("trainer.batch_size=abc")
+    assert result.returncode == 1 and "Traceback" not in output(result), output(result)[-3000:]
+    assert "ConfigError: trainer.batch_size='abc': expected an integer >= 1" in output(result)
+    assert "RANDOM weights" not in output(result)
+
+
+class FailingImages(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise DataError(f"image {index}.png: unreadable")
+
+
+def test_a_data_error_in_a_loader_worker_reads_as_its_own_message():
+    loader = torch.utils.data.DataLoader(FailingImages(), num_workers=1)
+    with pytest.raises(DataError) as caught:
+        next(iter(loader))
+    assert "Original Traceback" in str(caught.value)  # what torch hands back
+    assert user_message(caught.value) == "image 0.png: unreadable"
+    assert user_message(DataError("plain")) == "plain"

@@ -25,7 +25,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from src.errors import TrackingError
+from src.errors import TrackingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -357,11 +357,6 @@ class Sender:
                 log.warning("MLflow at %s is back: sending the kept metrics and artifacts", self.tracking_uri)
                 self.outage = False
             return
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def process_alive(pid: int) -> bool:
