@@ -18,7 +18,8 @@ from src.cli import user_message
 from src.config import PROJECT_ROOT, check_training_numbers
 from src.engine.checkpoints import CheckpointDir
 from src.errors import CheckpointError, ConfigError, DataError
-from src.utils.checkpoint_io import read_checkpoint
+from src.utils.atomic import atomic_dir, write_text_atomic
+from src.utils.checkpoint_io import read_checkpoint, torch_save_atomic
 from tests.helpers import FAST_RUN, free_port, isolated_paths
 
 # runs src.train with one function (module:name or module:Class.name) patched to die (os._exit, as
@@ -280,3 +281,21 @@ def test_a_data_error_in_a_loader_worker_reads_as_its_own_message():
     assert "Original Traceback" in str(caught.value)  # what torch hands back
     assert user_message(caught.value) == "image 0.png: unreadable"
     assert user_message(DataError("plain")) == "plain"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        text = write_text_atomic("x", tmp_path / "shared" / "a.txt")
+        weights = torch_save_atomic({"w": torch.ones(1)}, tmp_path / "shared" / "w.pt")
+        with atomic_dir(tmp_path / "shared" / "folder") as folder:
+            (folder / "inside.txt").write_text("y")
+        ckpt = CheckpointDir(tmp_path / "checkpoints")
+        ckpt.save({"model": {}, "meta": {"step": 1}}, {"step": 1}, is_best=True)
+    finally:
+        os.umask(previous)
+    files = [text, weights, ckpt.last, ckpt.state, ckpt.best, ckpt.step_folders()[0] / "last.pt"]
+    assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o666 & ~umask)}
+    folders = [tmp_path / "shared" / "folder", ckpt.step_folders()[0]]
+    assert {oct(path.stat().st_mode & 0o777) for path in folders} == {oct(0o777 & ~umask)}

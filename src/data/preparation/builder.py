@@ -29,7 +29,7 @@ import numpy as np
 
 from src.data.layout import IMAGE_SUFFIXES, IMAGES, MASKS, image_dir, mask_file
 from src.errors import DataError
-from src.utils.atomic import follow_umask, write_text_atomic
+from src.utils.atomic import write_text_atomic
 from src.utils.pictures import overlay_masks, save_png
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,6 @@ class DatasetBuilder:
                 "move them away or point dataset.root at another folder, so that nothing of yours is replaced"
             )
         self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
-        follow_umask(self.tmp, directory=True)  # mkdtemp makes it 0700; a shared data folder stays readable
         for split in sorted((on_disk | set(self.record["splits"])) - set(self.splits)):
             self._keep(split)
         for split in self.splits:
