@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -18,9 +20,10 @@ from src.cli import user_message
 from src.config import PROJECT_ROOT, check_training_numbers
 from src.engine.checkpoints import CheckpointDir
 from src.errors import CheckpointError, ConfigError, DataError
+from src.tasks.segmentation.dataset import SegmentationDataset
 from src.utils.atomic import atomic_dir, write_text_atomic
 from src.utils.checkpoint_io import read_checkpoint, torch_save_atomic
-from tests.helpers import FAST_RUN, free_port, isolated_paths
+from tests.helpers import FAST_RUN, free_port, isolated_paths, write_pair
 
 # runs src.train with one function (module:name or module:Class.name) patched to die (os._exit, as
 # kill -9: no cleanup) when the repr of its arguments matches a pattern
@@ -299,3 +302,21 @@ def test_written_files_follow_the_umask(tmp_path, umask):
     assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o666 & ~umask)}
     folders = [tmp_path / "shared" / "folder", ckpt.step_folders()[0]]
     assert {oct(path.stat().st_mode & 0o777) for path in folders} == {oct(0o777 & ~umask)}
+
+
+def test_empty_masks_are_counted_and_a_split_without_objects_is_refused(train_run, tmp_path, shapes_image, caplog):
+    image, ids = shapes_image
+    root = tmp_path / "kv"
+    for name in ("a", "b", "blank"):
+        write_pair(root, "train", name, image, ids if name != "blank" else np.zeros_like(ids))
+        write_pair(root, "val", name, image, np.zeros_like(ids))
+    train = SegmentationDataset(root, "train", image_size=128, mask_type="auto")
+    with caplog.at_level(logging.WARNING):
+        assert train.skip_empty_masks() == 1
+    assert len(train) == 2 and "blank.png is empty (no object)" in caplog.text and "1 of 3 images" in caplog.text
+    with pytest.raises(DataError, match=r"split 'val' of .*kv: all 3 masks are empty"):
+        SegmentationDataset(root, "val", image_size=128, mask_type="auto").skip_empty_masks()
+    overrides = ["model.checkpoint=null", "model.image_size=128", "dataset=kvasir", f"dataset.root={root}"]
+    result = train_run(*overrides, "data.num_workers=0", "trainer.max_steps=1", fast=False)
+    assert result.returncode == 1 and "Traceback" not in output(result), output(result)[-3000:]
+    assert "DataError: split 'val'" in output(result) and "blank.png is empty" in output(result)
