@@ -320,3 +320,36 @@ def test_empty_masks_are_counted_and_a_split_without_objects_is_refused(train_ru
     result = train_run(*overrides, "data.num_workers=0", "trainer.max_steps=1", fast=False)
     assert result.returncode == 1 and "Traceback" not in output(result), output(result)[-3000:]
     assert "DataError: split 'val'" in output(result) and "blank.png is empty" in output(result)
+
+
+def create_store_and_log(uri: str, start_at: float, failures) -> None:
+    """One of several processes opening the same new store at the same moment."""
+    from tests.helpers import mlflow_tracker
+
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        tracker = mlflow_tracker(uri, "race")
+        tracker.start(f"run {os.getpid()}", {})
+        tracker.log_metrics({"x": 1.0}, 1)
+        tracker.finish()
+    except Exception as err:  # reported to the test, which names it
+        failures.put(f"{type(err).__name__}: {err}")
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    context = multiprocessing.get_context("spawn")
+    failures = context.Queue()
+    start_at = time.time() + 25  # after every process has imported mlflow
+    processes = [context.Process(target=create_store_and_log, args=(uri, start_at, failures)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    reported = [failures.get() for _ in range(failures.qsize())]
+    assert not reported and all(p.exitcode == 0 for p in processes), reported
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)

@@ -26,12 +26,14 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from src.errors import TrackingError, first_line
+from src.utils.atomic import file_lock
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_BATCH = 100  # params or tags per log_batch call
 STORE_CHECK_TIMEOUT_S = 5
+SQLITE = "sqlite:///"
 PROCESS_HOST, PROCESS_PID = "process.host", "process.pid"  # who holds a run open, to see it was killed hard
 KILLED_TAG = "killed_hard"
 VERSIONED = ("torch", "torchvision", "sam2", "hydra-core", "omegaconf", "mlflow", "numpy", "schedulefree")
@@ -110,7 +112,7 @@ class MlflowTracker:
             # the sender retries on its own; MLflow's retries (minutes) would only delay saying so
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
         self.experiment_name = experiment_name
         self.artifact_location = artifact_location
         self.flush_every = flush_every
@@ -367,6 +369,21 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """A client on `tracking_uri`; a SQLite store is created (or migrated) by one process at a time.
+
+    Two processes creating the same new store at once (a parallel sweep's first jobs) would both run
+    its schema migrations, which fails and can leave the database broken for good.
+    """
+    if not tracking_uri.startswith(SQLITE):
+        return MlflowClient(tracking_uri=tracking_uri)
+    database = Path(tracking_uri[len(SQLITE) :])
+    with file_lock(database.with_name(database.name + ".lock")):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)  # opens the store: creates and migrates it
+    return client
 
 
 def check_store(tracking_uri: str) -> None:

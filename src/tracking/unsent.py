@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 
-from src.tracking.runs import check_store, send
+from src.tracking.runs import check_store, open_client, send
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ def send_unsent(path: str | Path, tracking_uri: str) -> int:
     """Send every item in `path` to `tracking_uri`; return how many were sent."""
     path = Path(path)
     check_store(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_client(tracking_uri)
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     for number, line in enumerate(lines, 1):
         item = json.loads(line)
