@@ -353,3 +353,25 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
     assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_resuming_with_a_changed_config_names_the_keys_and_refuses_what_cannot_change(train_run, tmp_path):
+    first = train_run("trainer.max_steps=2", "trainer.cpu_threads=1")
+    assert first.returncode == 0, output(first)[-3000:]
+    refused = train_run("trainer.max_steps=4", "optimizer.lr=1e-3", "trainer.cpu_threads=1")
+    assert refused.returncode == 1 and "Traceback" not in output(refused), output(refused)[-3000:]
+    line = next(line for line in output(refused).splitlines() if "ConfigError" in line)
+    assert "optimizer.lr: 1e-05 -> 0.001" in line and "trainer.resume_changed=true" in line
+    assert "trainer.max_steps: 2 -> 4" not in line  # a budget may change
+
+    resumed = train_run(
+        "trainer.max_steps=4", "optimizer.lr=1e-3", "trainer.resume_changed=true", "trainer.cpu_threads=1"
+    )
+    assert resumed.returncode == 0, output(resumed)[-3000:]
+    assert "resuming with changed settings: optimizer.lr: 1e-05 -> 0.001; trainer.max_steps: 2 -> 4" in output(resumed)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last_state.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(1e-3)  # the new lr applies
+    assert state["scheduler"]["base_lrs"] == [pytest.approx(1e-3)]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert "optimizer.lr: 1e-05 -> 0.001" in run.data.tags["resume.changed.step_2"]

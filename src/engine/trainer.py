@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from src.engine.checkpoints import CheckpointDir, find_checkpoint_dir
 from src.engine.optimizers import build_optimizer, current_lr, eval_weights, is_schedule_free
+from src.engine.resume_check import apply_optimizer_changes, check_resume_changes, config_changes, describe
 from src.engine.sampler import EpochSampler
 from src.engine.stop_signals import StopSignals
 from src.engine.task import StepOutput, Task, to_device
@@ -85,6 +86,7 @@ class Trainer:
         self.timing = RunTiming()
         self.last_metrics: dict[str, float] = {}  # the latest validation
         self.resumed_metrics: dict[str, float] = {}  # the validation saved with the checkpoint resumed from
+        self.resume_changes = ""  # settings that differ from the run resumed, as "key: old -> new; ..."
 
     # ------------------------------------------------------------------ set-up
     def _loaders(self) -> tuple[DataLoader, EpochSampler, DataLoader]:
@@ -405,10 +407,17 @@ class Trainer:
         source = self._resume_source()
         if source is not None:
             weights, saved = source.load()
+            changes = config_changes(saved["config"], self.cfg)
+            check_resume_changes(changes, str(source.newest()), bool(self.tcfg.resume_changed))
+            if changes:
+                log.warning("resuming with changed settings: %s", describe(changes))
+                self.resume_changes = describe(changes)
             self.task.load_weights(weights, str(source.last))
+            fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(saved["optimizer"])
             if self.scheduler is not None and saved["scheduler"] is not None:
                 self.scheduler.load_state_dict(saved["scheduler"])
+            apply_optimizer_changes(changes, self.optimizer, fresh_groups, self.scheduler)
             self.scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["rng"]["torch"])
             if "cuda" in saved["rng"] and torch.cuda.is_available():
@@ -436,6 +445,8 @@ class Trainer:
         if state.mlflow_run_id:
             state.mlflow_run_id = self.tracker.start(run_name, tags, run_id=state.mlflow_run_id)
             self.tracker.set_tags(tags)  # where this part of the run ran (e.g. a requeued job's restart count)
+            if self.resume_changes:
+                self.tracker.set_tags({f"resume.changed.step_{state.step}": self.resume_changes})
             # the checkpoint's evaluation, in case a kill came between saving and logging it (sent once only)
             self.tracker.log_metrics(self.resumed_metrics, state.step)
             return
