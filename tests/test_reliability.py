@@ -328,7 +328,7 @@ def create_store_and_log(uri: str, start_at: float, failures) -> None:
 
     time.sleep(max(0.0, start_at - time.time()))
     try:
-        tracker = mlflow_tracker(uri, "race")
+        tracker = mlflow_tracker(uri, "race", artifact_location=uri.removeprefix("sqlite:///") + ".artifacts")
         tracker.start(f"run {os.getpid()}", {})
         tracker.log_metrics({"x": 1.0}, 1)
         tracker.finish()
@@ -375,3 +375,33 @@ def test_resuming_with_a_changed_config_names_the_keys_and_refuses_what_cannot_c
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert "optimizer.lr: 1e-05 -> 0.001" in run.data.tags["resume.changed.step_2"]
+
+
+def test_what_a_store_never_took_is_left_in_the_run_folder_and_uploads_later(tmp_path, monkeypatch, caplog):
+    from src.tracking.unsent import send_unsent
+    from tests.helpers import mlflow_tracker
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = mlflow_tracker(
+        store, "exp", artifact_location=str(tmp_path / "art"), retry_every_s=0.2, drain_timeout_s=2
+    )
+    tracker.unsent_file = tmp_path / "run" / "mlflow_unsent.jsonl"
+    run_id = tracker.start("run", {})
+    tracker._sender.client = MlflowClient(f"http://127.0.0.1:{free_port()}")  # the store goes away
+    for step in range(1, 4):
+        tracker.log_metrics({"loss": 1.0 / step}, step)
+    (tmp_path / "picture.txt").write_text("an artifact")
+    tracker.log_artifact(tmp_path / "picture.txt", "samples")
+    with caplog.at_level(logging.WARNING):
+        tracker.finish()
+    assert caplog.text.count("cannot be reached") == 1
+    assert f"python -m src.tracking.unsent {tracker.unsent_file} {store}" in caplog.text
+    client = MlflowClient(store)
+    assert client.get_metric_history(run_id, "loss") == [] and client.get_run(run_id).info.status == "RUNNING"
+
+    assert send_unsent(tracker.unsent_file, store) == 3  # metrics, artifact, status
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/picture.txt"]
+    assert not tracker.unsent_file.exists() and tracker.unsent_file.with_suffix(".jsonl.sent").is_file()
