@@ -252,7 +252,7 @@ def test_unreadable_checkpoints_are_named_in_one_line(tmp_path, train_run):
     ("override", "message"),
     [
         ("trainer.batch_size=abc", "trainer.batch_size='abc': expected an integer >= 1"),
-        ("optimizer.lr=abc", "optimizer.lr='abc': expected a number > 0"),
+        ("optimizer.lr=abc", "optimizer.lr='abc': expected a number >= 0"),
         ("trainer.max_steps=-5", "trainer.max_steps=-5: expected an integer >= 1 (or null)"),
         ("trainer.max_time=0", "trainer.max_time=0: expected a number > 0 (or null)"),
     ],
