@@ -92,6 +92,17 @@ def quote_plain_values(argv: list[str], keys: tuple[str, ...]) -> list[str]:
     return quoted
 
 
+def user_message(err: SamtuneError) -> str:
+    """The error's own message; one raised in a DataLoader worker comes back wrapped in the worker's
+    traceback ("Caught DataError in DataLoader worker process 0. Original Traceback ..."): its last line."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    prefix = f"{type(err).__module__}.{type(err).__name__}: "
+    return last.removeprefix(prefix).removeprefix(f"{type(err).__name__}: ")
+
+
 def hydra_entry(
     config_name: str, plain_values: tuple[str, ...] = ()
 ) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -113,7 +124,7 @@ def hydra_entry(
                     set_cpu_threads(cfg.cpu_threads, "cpu_threads")
                 return task(cfg)
             except SamtuneError as err:
-                logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, err)
+                logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, user_message(err))
                 sys.exit(1)
 
         app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(guarded)

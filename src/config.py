@@ -40,6 +40,38 @@ def check_combination(cfg: DictConfig) -> None:
         )
 
 
+# training settings that must be numbers, checked before anything is built:
+# key -> (kind, lowest, whether `lowest` itself is refused, whether null is allowed)
+TRAINING_NUMBERS = {
+    "trainer.batch_size": (int, 1, False, False),
+    "trainer.accumulate_grad_batches": (int, 1, False, False),
+    "trainer.max_epochs": (int, 1, False, False),
+    "trainer.max_steps": (int, 1, False, True),
+    "trainer.max_time": (float, 0, True, True),
+    "trainer.eval_every_steps": (int, 1, False, True),
+    "trainer.log_every_steps": (int, 1, False, False),
+    "trainer.gradient_clip_norm": (float, 0, True, True),
+    "trainer.seed": (int, 0, False, False),
+    "optimizer.lr": (float, 0, False, False),  # 0: a run that cannot move (a baseline)
+    "data.num_workers": (int, 0, False, False),
+}
+
+
+def check_training_numbers(cfg: DictConfig) -> None:
+    """Refuse `trainer.batch_size=abc`, `trainer.max_steps=-5` and the like in one line, before the model is built."""
+    for key, (kind, lowest, strict, nullable) in TRAINING_NUMBERS.items():
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value == "<absent>" or (value is None and nullable):
+            continue
+        wanted = "an integer" if kind is int else "a number"
+        expected = f"expected {wanted} {'>' if strict else '>='} {lowest}{' (or null)' if nullable else ''}"
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or (kind is int and not float(value).is_integer()):
+            raise ConfigError(f"{key}={value!r}: {expected}")
+        if value < lowest or (strict and value == lowest):
+            raise ConfigError(f"{key}={value}: {expected}")
+
+
 def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
     """`cfg` with `task` set to conf/task/<task>.yaml when the command did not choose a task.
 

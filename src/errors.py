@@ -28,6 +28,10 @@ class DownloadError(SamtuneError):
     """A download that failed, was truncated, or does not match its checksum."""
 
 
+class TrackingError(SamtuneError):
+    """The tracking store (logger.tracking_uri) cannot be reached or used."""
+
+
 class OutOfMemory(SamtuneError):
     """The device or host ran out of memory; the message names the settings to lower."""
 
@@ -38,3 +42,9 @@ class TrainingDiverged(SamtuneError):
 
 class TrainingInterrupted(SamtuneError):
     """Training stopped on a signal (preemption, time limit) after saving a checkpoint to resume from."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message as one line (its type when it has no message), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -12,7 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from src.cli import hydra_entry
-from src.config import check_combination
+from src.config import check_combination, check_training_numbers
 from src.engine.trainer import Trainer
 from src.tracking.sweeps import sweep_job
 from src.tracking.tags import run_name, run_tags
@@ -22,6 +22,7 @@ from src.utils.seeding import seed_everything
 
 
 def train(cfg: DictConfig) -> float | None:
+    check_training_numbers(cfg)
     check_combination(cfg)
     seed_everything(int(cfg.trainer.seed))
     settings = cfg.trainer.distributed
@@ -31,8 +32,9 @@ def train(cfg: DictConfig) -> float | None:
         if not world.is_main:
             logging.getLogger("src").setLevel(logging.WARNING)  # rank 0 reports for all
         amp_dtype = resolve_precision(cfg.trainer.precision, device)
+        # rank 0 alone opens the store; first, so that an unreachable one fails before the model is built
+        tracker = instantiate(cfg.logger) if world.is_main else None
         task = get_class(cfg.task._target_)(cfg, device)
-        tracker = instantiate(cfg.logger) if world.is_main else None  # rank 0 alone opens the store
         sweep = sweep_job()
         name = (sweep and sweep.run_name) or run_name(cfg, "", f"{cfg.model.name}@{cfg.dataset.name}")
         tags = run_tags(

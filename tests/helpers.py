@@ -166,3 +166,16 @@ def conf_values(name: str, key: str | None = None) -> dict:
 def from_conf(cls: type, name: str, key: str | None = None, **overrides):
     """`cls` built with the settings of conf/<name>.yaml, some of them overridden."""
     return cls(**{**conf_values(name, key), **overrides})
+
+
+def mlflow_tracker(tracking_uri: str, experiment: str, **overrides):
+    """An `MlflowTracker` with conf/logger/mlflow.yaml's settings; the store and experiment given here."""
+    from omegaconf import OmegaConf
+
+    from src.tracking.runs import MlflowTracker
+
+    cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "logger" / "mlflow.yaml")
+    given = ("_target_", "tracking_uri", "experiment_name", "artifact_location")  # here, or none
+    settings = {key: value for key, value in cfg.items() if key not in given}
+    settings["artifact_location"] = None
+    return MlflowTracker(tracking_uri, experiment, **{**settings, **overrides})

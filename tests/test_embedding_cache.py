@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from src.errors import ConfigError
+from src.errors import ConfigError, DataError
 from src.models.sam2.build import build_sam2_model
 from src.models.sam2.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
 from src.models.sam2.model import Sam2Model
@@ -53,6 +53,20 @@ def test_cached_features_equal_a_fresh_encode(model, tmp_path):
         assert got.shape == want.shape and got.dtype == torch.float32
         # float16 storage: about 3 significant digits
         assert torch.allclose(got, want, rtol=2e-3, atol=2e-3 * float(want.abs().max()))
+
+
+def test_a_corrupt_cache_file_is_named_and_encoded_again(model, tmp_path, caplog):
+    views = images(2)
+    cache = EmbeddingCache.for_model(tmp_path, model, TINY)
+    cache.fill(list(views), 2, encoder(model), batch_size=2)
+    broken, whole = cache.path(views[0]), cache.read(views[0])
+    broken.write_bytes(b"not a numpy file")
+    with pytest.raises(DataError, match=rf"{broken.name}: corrupt cached features"):
+        cache.read(views[0])
+    assert cache.fill(list(views), 2, encoder(model), batch_size=2) == 1  # the corrupt one alone
+    assert str(broken) in caplog.text and "encoding that view again" in caplog.text
+    for again, before in zip(cache.read(views[0]), whole, strict=True):  # encoded alone: fp16 rounding apart
+        assert torch.allclose(again.float(), before.float(), rtol=2e-3, atol=2e-3 * float(before.abs().max()))
 
 
 def test_a_changed_checkpoint_image_or_size_misses(model, tmp_path):

@@ -10,8 +10,9 @@ from src.engine.checkpoints import CheckpointDir, find_checkpoint_dir
 from src.engine.optimizers import current_lr, eval_weights, is_schedule_free
 from src.engine.schedules import Constant, CosineWarmRestarts, WarmupCosine
 from src.errors import CheckpointError
-from src.tracking.runs import MlflowTracker, flatten
+from src.tracking.runs import flatten
 from src.utils.checkpoint_io import weights_file
+from tests.helpers import mlflow_tracker
 
 
 def test_warmup_cosine_rises_then_decays_to_the_floor():
@@ -90,7 +91,7 @@ def test_config_is_flattened_into_params():
 
 
 def test_metrics_are_sent_in_batches(tmp_path):
-    tracker = MlflowTracker(
+    tracker = mlflow_tracker(
         f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", artifact_location=str(tmp_path / "art"), flush_every=50
     )
     run_id = tracker.start("run", {"k": "v"})
@@ -99,6 +100,7 @@ def test_metrics_are_sent_in_batches(tmp_path):
     assert tracker.client.get_metric_history(run_id, "a") == []  # still queued: no call per value
     for step in range(10, 25):
         tracker.log_metrics({"a": step, "b": 0.0}, step)
+    tracker.sync()
     assert len(tracker.client.get_metric_history(run_id, "a")) == 25  # 50 values reached: one batch sent
     tracker.log_metrics({"a": 99}, 99)
     tracker.finish()

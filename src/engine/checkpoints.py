@@ -3,22 +3,41 @@
 Weights files hold `{"model": state_dict, "meta": {...}}` of the full model, the format stock
 loaders read (`sam2.build_sam.build_sam2(cfg, "best.pt")` takes the "model" entry). Training state
 (optimizer, scheduler, step, data position, RNG, config, MLflow run id) sits beside them, since
-users share weights, not optimizer moments. Every write is atomic.
+users share weights, not optimizer moments.
+
+Weights and state commit as one unit: both are written into a hidden folder that becomes
+`step_NNNNNNNNN/` in one rename, and the previous step folder is removed only after that. A kill at
+any moment leaves a complete step folder to resume from. `last.pt`, `last_state.pt` and `best.pt`
+at the top are hard links into the step folders (no second copy on disk), refreshed after each
+commit and on the next start, so tools keep reading the same paths.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from src.errors import CheckpointError
-from src.utils.atomic import atomic_path
+from src.utils.atomic import atomic_dir, atomic_path, remove_stray_temporaries
 from src.utils.checkpoint_io import BEST, LAST, STATE, read_checkpoint, torch_save_atomic
 
 log = logging.getLogger(__name__)
 
+STEP_FOLDER = re.compile(r"step_(\d{9})(?:\.(\d+))?")
+
+
+def _link(source: Path, dest: Path) -> None:
+    """Point `dest` at `source`'s content in one rename: a hard link, or a copy where links are missing."""
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # filesystems without hard links
+            shutil.copyfile(source, tmp)
 
 
 class CheckpointDir:
@@ -37,28 +56,71 @@ class CheckpointDir:
     def state(self) -> Path:
         return self.directory / STATE
 
+    def step_folders(self) -> list[Path]:
+        """Committed step folders, oldest first (a re-save of one step gets a `.N` suffix)."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = STEP_FOLDER.fullmatch(path.name)
+            if match and path.is_dir() and (path / LAST).is_file() and (path / STATE).is_file():
+                found.append(((int(match[1]), int(match[2] or 0)), path))
+        return [path for _, path in sorted(found)]
+
+    def newest(self) -> Path | None:
+        """The folder to resume from: the newest committed step, or (runs from before step folders) this one."""
+        folders = self.step_folders()
+        if folders:
+            return folders[-1]
+        return self.directory if self.state.is_file() and self.last.is_file() else None
+
     def has_state(self) -> bool:
-        return self.state.is_file() and self.last.is_file()
+        return self.newest() is not None
+
+    def tidy(self) -> None:
+        """On start: remove what a killed write left (temporary files, superseded step folders), relink the top."""
+        remove_stray_temporaries(self.directory)
+        folders = self.step_folders()
+        for old in folders[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+        if folders:
+            self._link_top(folders[-1])
+
+    def _link_top(self, folder: Path) -> None:
+        for name in (STATE, LAST):
+            if not (self.directory / name).exists() or not os.path.samefile(folder / name, self.directory / name):
+                _link(folder / name, self.directory / name)
 
     def save(self, weights: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
-        """Write `last` (and `best` when it improved); `best` is a hard link, so no second copy is written."""
-        torch_save_atomic(weights, self.last)
-        torch_save_atomic(state, self.state)
+        """Commit weights and state as one step folder, then relink `last` (and `best` when it improved)."""
+        name = f"step_{int(state['step']):09d}"
+        previous = self.step_folders()
+        taken = {path.name for path in previous}
+        suffix = 1
+        while name in taken:
+            name = f"step_{int(state['step']):09d}.{suffix}"
+            suffix += 1
+        folder = self.directory / name
+        with atomic_dir(folder) as tmp:
+            torch_save_atomic(weights, tmp / LAST)
+            torch_save_atomic(state, tmp / STATE)
         if is_best:
-            with atomic_path(self.best) as tmp:
-                tmp.unlink()
-                try:
-                    os.link(self.last, tmp)
-                except OSError:  # filesystems without hard links
-                    tmp.write_bytes(self.last.read_bytes())
+            _link(folder / LAST, self.best)
+        self._link_top(folder)
+        for old in previous:
+            shutil.rmtree(old, ignore_errors=True)
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The last weights and the training state, checked to belong together."""
-        weights, state = read_checkpoint(self.last), read_checkpoint(self.state)
-        weights_step = weights.get("meta", {}).get("step")
+        """The newest committed weights and training state, checked to belong together."""
+        folder = self.newest()
+        if folder is None:
+            raise CheckpointError(f"{self.directory} holds no checkpoint ({LAST} with {STATE}) to resume from")
+        last, state_file = folder / LAST, folder / STATE
+        weights, state = read_checkpoint(last), read_checkpoint(state_file)
+        weights_step = weights.get("meta", {}).get("step") if isinstance(weights.get("meta"), dict) else None
         if weights_step != state.get("step"):
             raise CheckpointError(
-                f"{self.last} (step {weights_step}) and {self.state} (step {state.get('step')}) disagree: the run "
+                f"{last} (step {weights_step}) and {state_file} (step {state.get('step')}) disagree: the run "
                 f"was interrupted while saving. Start a new run with trainer.init_from={self.best} to keep the weights"
             )
         return weights, state

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from src.engine.checkpoints import CheckpointDir, find_checkpoint_dir
 from src.engine.optimizers import build_optimizer, current_lr, eval_weights, is_schedule_free
+from src.engine.resume_check import apply_optimizer_changes, check_resume_changes, config_changes, describe
 from src.engine.sampler import EpochSampler
 from src.engine.stop_signals import StopSignals
 from src.engine.task import StepOutput, Task, to_device
@@ -87,6 +88,8 @@ class Trainer:
         self.autocast = partial(autocast, device, amp_dtype)
         self.timing = RunTiming()
         self.last_metrics: dict[str, float] = {}  # the latest validation
+        self.resumed_metrics: dict[str, float] = {}  # the validation saved with the checkpoint resumed from
+        self.resume_changes = ""  # settings that differ from the run resumed, as "key: old -> new; ..."
 
     # ------------------------------------------------------------------ set-up
     def _loaders(self) -> tuple[DataLoader, EpochSampler, DataLoader]:
@@ -367,27 +370,30 @@ class Trainer:
                     f"trainer.early_stopping.monitor={self.monitor!r} is not a validation metric; "
                     f"available: {', '.join(sorted(metrics))}"
                 )
-            if self.world.is_main:
+            log.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            self._record_evaluation(state, metrics)
+            if self.world.is_main:  # after the checkpoint: tracking never holds back a save
                 self.tracker.log_metrics(metrics, state.step)
                 if result.image is not None:
                     path = save_png(result.image, self.run_dir / "samples" / f"step_{state.step:06d}.png")
                     self.tracker.log_artifact(path, "samples")
-            log.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-            value = metrics[self.monitor]
-            improved = not math.isnan(value) and (
-                state.best_metric is None
-                or (value > state.best_metric if self.mode == "max" else value < state.best_metric)
-            )
-            if improved:
-                state.best_metric, state.best_step, state.stale_evals = value, state.step, 0
-            else:
-                state.stale_evals += 1
-            state.last_eval_step = state.step
-            self._save(state, metrics, improved)
+                self.tracker.sync()  # the store holds what the checkpoint holds (unless it is unreachable)
         patience = self.tcfg.early_stopping.patience
         if patience and state.stale_evals >= int(patience):
             return f"early stopping: {self.monitor} did not improve for {patience} evaluations"
         return None
+
+    def _record_evaluation(self, state: TrainState, metrics: dict[str, float]) -> None:
+        """Update the best value and the patience count, and checkpoint."""
+        value = metrics[self.monitor]
+        best = state.best_metric
+        improved = not math.isnan(value) and (best is None or (value > best if self.mode == "max" else value < best))
+        if improved:
+            state.best_metric, state.best_step, state.stale_evals = value, state.step, 0
+        else:
+            state.stale_evals += 1
+        state.last_eval_step = state.step
+        self._save(state, metrics, improved)
 
     def _stop_on_signal(self, state: TrainState) -> None:
         """A stop signal reached a process: save where every process is, then stop all of them."""
@@ -430,19 +436,30 @@ class Trainer:
 
     def _restore(self) -> TrainState:
         """Continue from a checkpoint (`trainer.resume`) or start from other weights (`trainer.init_from`)."""
+        if self.world.is_main:
+            self.ckpt.tidy()  # what a killed save left behind
+        barrier()
         source = self._resume_source()
         if source is not None:
             weights, saved = source.load()
+            changes = config_changes(saved["config"], self.cfg)
+            check_resume_changes(changes, str(source.newest()), bool(self.tcfg.resume_changed))
+            if changes:
+                log.warning("resuming with changed settings: %s", describe(changes))
+                self.resume_changes = describe(changes)
             self.task.load_weights(weights, str(source.last))
+            fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(saved["optimizer"])
             if self.scheduler is not None and saved["scheduler"] is not None:
                 self.scheduler.load_state_dict(saved["scheduler"])
+            apply_optimizer_changes(changes, self.optimizer, fresh_groups, self.scheduler)
             self.scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["rng"]["torch"])
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
             state = TrainState(**saved["train_state"])
-            log.info("resuming from %s at step %d (epoch %d)", source.directory, state.step, state.epoch)
+            self.resumed_metrics = dict(weights.get("meta", {}).get("metrics") or {})
+            log.info("resuming from %s at step %d (epoch %d)", source.newest(), state.step, state.epoch)
             if self.tcfg.init_from:
                 log.warning(
                     "trainer.init_from=%s is ignored: the run resumes from its own checkpoint", self.tcfg.init_from
@@ -459,9 +476,14 @@ class Trainer:
     def _start_tracking(self, state: TrainState, run_name: str, tags: dict[str, str]) -> None:
         if not self.world.is_main:
             return
+        self.tracker.unsent_file = self.run_dir / "mlflow_unsent.jsonl"
         if state.mlflow_run_id:
             state.mlflow_run_id = self.tracker.start(run_name, tags, run_id=state.mlflow_run_id)
             self.tracker.set_tags(tags)  # where this part of the run ran (e.g. a requeued job's restart count)
+            if self.resume_changes:
+                self.tracker.set_tags({f"resume.changed.step_{state.step}": self.resume_changes})
+            # the checkpoint's evaluation, in case a kill came between saving and logging it (sent once only)
+            self.tracker.log_metrics(self.resumed_metrics, state.step)
             return
         state.mlflow_run_id = self.tracker.start(run_name, tags)
         resolved = OmegaConf.to_container(self.cfg, resolve=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from src.errors import CheckpointError
+from src.errors import CheckpointError, first_line
 from src.utils.atomic import atomic_path
 
 # a run's checkpoints/ folder: best and last weights, and the training state beside last
@@ -29,13 +29,26 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); expected a PyTorch file saved with torch.save")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read as plain tensors ({str(err).splitlines()[0]}); expected a "
+            f"checkpoint {path} holds pickled Python objects, not only tensors (for example a whole model saved "
+            "with torch.save(model)); it is loaded with weights_only=True so that a file cannot run code: save "
+            "{'model': model.state_dict()} instead"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read as plain tensors ({type(err).__name__}: {first_line(err)}); expected a "
             "PyTorch file saved with torch.save, holding no code objects (it is loaded with weights_only=True)"
         ) from err
+    if not isinstance(loaded, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(loaded).__name__}; expected a dict such as {{'model': state_dict}}"
+        )
+    return loaded
 
 
 def weights_file(path: str | Path, key: str = "trainer.init_from") -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from src.errors import ConfigError
+from src.errors import ConfigError, DataError
 from src.models.sam2.model import ImageFeatures, Sam2Model
 from src.utils.atomic import atomic_path, write_text_atomic
 
@@ -110,6 +110,8 @@ class EmbeddingCache:
             flat = np.load(path, mmap_mode="r")
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{path}: no cached features for this view; the cache was not filled") from err
+        except (OSError, ValueError, EOFError) as err:
+            raise DataError(f"{path}: corrupt cached features ({err}); delete it, the next run encodes it") from err
         parts, start = [], 0
         for shape, size in zip(self.shapes, self.sizes, strict=True):
             parts.append(torch.from_numpy(np.array(flat[start : start + size]).reshape(shape)))
@@ -121,6 +123,19 @@ class EmbeddingCache:
         flat = np.concatenate([f.detach().float().cpu().numpy().reshape(-1) for f in features]).astype(self.dtype)
         with atomic_path(self.path(pixels)) as tmp, open(tmp, "wb") as handle:
             np.save(handle, flat)
+
+    def _whole(self, path: Path) -> bool:
+        """Whether `path` holds one view's features (False, with a warning naming it, for a corrupt file)."""
+        expected = (sum(self.sizes),)
+        try:
+            flat = np.load(path, mmap_mode="r")
+            problem = None if flat.shape == expected and flat.dtype == self.dtype else f"{flat.dtype}{flat.shape}"
+        except (OSError, ValueError, EOFError) as err:
+            problem = str(err).strip() or type(err).__name__
+        if problem is not None:
+            shown = f"{self.dtype}{expected}"
+            log.warning("%s: corrupt cached features (%s, expected %s); encoding that view again", path, problem, shown)
+        return problem is None
 
     def fill(
         self,
@@ -145,7 +160,7 @@ class EmbeddingCache:
         with tqdm(views, total=total, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
             for pixels in bar:
                 path = self.path(pixels)
-                if not path.exists():
+                if not path.exists() or not self._whole(path):
                     pending[path.name] = pixels
                 if len(pending) >= batch_size:
                     flush()

@@ -12,6 +12,7 @@ picks one of them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from src.data.augment import JointAugment
 from src.data.layout import find_pairs
@@ -26,6 +28,8 @@ from src.data.mask_io import read_image, read_instance_mask
 from src.errors import DataError
 from src.models.sam2.embedding_cache import EmbeddingCache, stack_features
 from src.utils.seeding import derive_seed
+
+log = logging.getLogger(__name__)
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -77,6 +81,28 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def skip_empty_masks(self) -> int:
+        """Leave out images whose mask holds no object (nothing to learn or score); name each, return how many.
+
+        A split with no object at all is refused: it would train on nothing, or validate to NaN.
+        """
+        kept = []
+        for pair in tqdm(self.pairs, desc=f"checking {self.split} masks", mininterval=1.0, leave=False):
+            if read_instance_mask(pair.mask, self.mask_type).any():
+                kept.append(pair)
+            else:
+                log.warning("mask %s is empty (no object): %s is skipped", pair.mask, pair.image)
+        skipped = len(self.pairs) - len(kept)
+        if not kept:
+            raise DataError(
+                f"split {self.split!r} of {self.root}: all {len(self.pairs)} masks are empty (no object to learn "
+                "or score); check the masks, or dataset.mask_type if objects are not stored as ids > 0"
+            )
+        if skipped:
+            log.warning("split %r: %d of %d images skipped for empty masks", self.split, skipped, len(self.pairs))
+        self.pairs = kept
+        return skipped
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (H, W, 3) and instance ids (H, W) at original resolution."""

@@ -161,6 +161,8 @@ class SegmentationTask:
             log.warning("data.cache_views=1: training sees each image as is, without augmentation")
         train = SegmentationDataset(split=dataset.train_split, augment=augment, cache_views=views, **common)
         val = SegmentationDataset(split=dataset.val_split, **common)
+        for split in (train, val):
+            split.skip_empty_masks()
         self.splits = (train, val)
         return train, val
 
