@@ -2,19 +2,23 @@
 
 The table (prompts/s, seconds to N steps, peak memory, validation mIoU after the same budget) and
 a profile of where time goes are printed and written to the run folder as bench.md; see
-`benchmarks/training_speed/` and conf/bench.yaml.
+`benchmarks/training_speed/` and conf/bench.yaml. `bench.compare=adapters` compares ways of tuning
+the image encoder instead (`benchmarks/training_speed/adapters.py`).
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from benchmarks.training_speed.adapters import bench_adapters
 from benchmarks.training_speed.run import bench
 from src.cli import hydra_entry
 
 
 @hydra_entry("bench")
 def main(cfg: DictConfig) -> str:
+    if cfg.bench.compare == "adapters":  # adapter=none, adapter=lora and full fine-tuning, side by side
+        return bench_adapters(cfg)
     return bench(cfg)
 
 

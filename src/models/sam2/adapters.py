@@ -90,7 +90,9 @@ class EncoderAdapter:
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The adapter's own tensors (peft's naming, as in its saved file)."""
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.peft).items()}
+        # no embedding layers to save: peft would otherwise look the base up on the Hugging Face Hub
+        state = get_peft_model_state_dict(self.peft, save_embedding_layers=False)
+        return {k: v.detach().clone() for k, v in state.items()}
 
     def stock_state_dict(self, merged: bool) -> dict[str, torch.Tensor]:
         """The model's state dict under stock SAM2 names: the base weights, or with the adapter merged in."""
@@ -148,7 +150,7 @@ class EncoderAdapter:
         """Write the adapter folder (peft's `save_pretrained`, the trained parts, metadata); return its bytes:
         in all, and of the adapter's own tensors."""
         with atomic_dir(folder) as tmp:
-            self.peft.save_pretrained(str(tmp))
+            self.peft.save_pretrained(str(tmp), save_embedding_layers=False)
             if parts:
                 save_file({k: v.detach().contiguous().cpu() for k, v in parts.items()}, str(tmp / TRAINED_PARTS))
             (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2))
