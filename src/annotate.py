@@ -1,8 +1,10 @@
 """`python -m src.annotate [image_dir=...] [annotator=...] [ui.port=...]`: annotate images in the browser.
 
-Serves a page on 127.0.0.1 (ui.host, ui.port): click the 28 landmarks in order and Save, one JSON
-per image into `annotated_dir`; or, in mask mode, click the character for SAM2 and Save its mask
-into the dataset's images/ and masks/ folders. See src/annotation.py for what is written where.
+Serves a page on 127.0.0.1 (ui.host, ui.port): click the 28 landmarks in order (a diagram beside
+the image shows where each goes; a slider zooms) and Save, one JSON per image into `annotated_dir`
+(the dataset's annotated/, or `<image_dir>/annotated` for a folder elsewhere), every click kept in
+a draft until then; or, in mask mode, click the character for SAM2 and Save its mask into the
+dataset's images/ and masks/ folders. See src/apps/annotation.py for what is written where.
 """
 
 from __future__ import annotations

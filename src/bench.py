@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from benchmarks.inpainting_speed.run import bench_inpainting
 from benchmarks.training_speed.adapters import bench_adapters
 from benchmarks.training_speed.run import bench
 from src.cli import hydra_entry
@@ -17,6 +18,8 @@ from src.cli import hydra_entry
 
 @hydra_entry("bench")
 def main(cfg: DictConfig) -> str:
+    if cfg.task.name == "inpainting":  # python -m src.bench experiment=inpaint
+        return bench_inpainting(cfg)
     if cfg.bench.compare == "adapters":  # adapter=none, adapter=lora and full fine-tuning, side by side
         return bench_adapters(cfg)
     return bench(cfg)

@@ -9,14 +9,21 @@ from collections.abc import Callable
 from typing import Any
 
 import hydra
+from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.config import PROJECT_ROOT
 from src.errors import SamtuneError
+from src.utils.device import set_cpu_threads
 
 CONFIG_DIR = str(PROJECT_ROOT / "conf")
+
+
+CHECKPOINT_CHOICES = ("model", "dataset")  # groups a checkpoint's metadata names (meta.model, meta.dataset)
+
+log = logging.getLogger(__name__)
 
 
 def command_line_overrides() -> list[str]:
@@ -24,19 +31,86 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """`@hydra.main` on conf/<config_name>.yaml.
+def group_choices(group: str) -> list[str]:
+    """The choices of a config group: the YAML files in conf/<group>/."""
+    return sorted(path.stem for path in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
+
+
+def with_checkpoint_choices(cfg: DictConfig, meta: dict[str, Any], source: str) -> DictConfig:
+    """`cfg` composed again with the model and dataset the checkpoint was trained with, unless the
+    command chose them, so inference commands need not restate what the checkpoint knows.
+
+    The names are data: each must be a file of its conf/ group, or it is ignored with a warning.
+    Outside a Hydra app (a config built in Python) `cfg` is returned as it is.
+    """
+    if not HydraConfig.initialized():
+        return cfg
+    overrides = command_line_overrides()
+    chosen = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    taken = []
+    for group in CHECKPOINT_CHOICES:
+        value = meta.get(group)
+        if group in chosen or group not in cfg or not isinstance(value, str) or value == cfg[group].get("name"):
+            continue
+        if value not in group_choices(group):
+            log.warning(
+                "%s names %s=%s, which is not in conf/%s/; keeping %s=%s",
+                source,
+                group,
+                value,
+                group,
+                group,
+                cfg[group].get("name"),
+            )
+            continue
+        taken.append(f"{group}={value}")
+    if not taken:
+        return cfg
+    log.info("%s taken from %s (its metadata); choose others on the command line", " ".join(taken), source)
+    return compose(config_name=HydraConfig.get().job.config_name, overrides=[*taken, *overrides])
+
+
+def quote_plain_values(argv: list[str], keys: tuple[str, ...]) -> list[str]:
+    """`box=1,2,3,4` and `points=1,2;3,4,0` as people type them reach Hydra as quoted strings.
+
+    Hydra reads an unquoted comma list as a sweep ("Ambiguous value") and refuses `;`; for prompt keys
+    neither is meant, so a plain value is quoted. Lists (`[..]`), quoted values and `null` pass as they are.
+    """
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if (
+            sep
+            and key.lstrip("+") in keys
+            and value
+            and value[0] not in "[('\""
+            and value != "null"
+            and "'" not in value
+        ):
+            arg = f"{key}='{value}'"
+        quoted.append(arg)
+    return quoted
+
+
+def hydra_entry(
+    config_name: str, plain_values: tuple[str, ...] = ()
+) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """`@hydra.main` on conf/<config_name>.yaml; the keys in `plain_values` take values as typed
+    (`quote_plain_values`).
 
     `import sam2` initialises Hydra's global state with sam2's own configs, after which
     `@hydra.main` refuses to start; SAM2 is built here without global Hydra (src.models.sam2.build),
-    so that state is cleared first. A `SamtuneError` (bad config, data or checkpoint) is printed as
-    one line and exits with status 1, without a stack trace.
+    so that state is cleared first. An entry's `cpu_threads` is applied before it runs. A
+    `SamtuneError` (bad config, data or checkpoint) is printed as one line and exits with status 1,
+    without a stack trace.
     """
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @functools.wraps(task)
         def guarded(cfg: DictConfig) -> Any:
             try:
+                if "cpu_threads" in cfg:  # inference entries; training reads trainer.cpu_threads
+                    set_cpu_threads(cfg.cpu_threads, "cpu_threads")
                 return task(cfg)
             except SamtuneError as err:
                 logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, err)
@@ -47,6 +121,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         @functools.wraps(task)
         def entry() -> Any:
             GlobalHydra.instance().clear()
+            sys.argv[1:] = quote_plain_values(sys.argv[1:], plain_values)
             return app()
 
         return entry

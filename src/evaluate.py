@@ -2,7 +2,9 @@
 
 Dispatches on what the checkpoint says it is: segmentation (mIoU, Dice and NoC per prompt mode,
 `compare=true` beside the original model, `original=true` for the un-tuned one) or landmarks (NME
-per group, failure rate). The report goes to the run folder and to its own MLflow run.
+per group, failure rate) or inpainting (PSNR/SSIM over the hole and the image; `compare=true` beside
+the untrained generator, `compare=CHECKPOINT` beside a second one). Segmentation and landmark
+reports go to the run folder and to their own MLflow run; inpainting's to the run folder.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.cli import hydra_entry
+from src.cli import hydra_entry, with_checkpoint_choices
 from src.config import with_task_config
+from src.tasks.inpainting.evaluation import evaluate_inpainting
 from src.tasks.landmarks.evaluation import evaluate_landmarks
 from src.tasks.segmentation.evaluation import evaluate_segmentation
 from src.tracking.checkpoints import requested_weights
@@ -20,8 +23,12 @@ from src.tracking.checkpoints import requested_weights
 
 def evaluate(cfg: DictConfig) -> Any:
     weights = requested_weights(cfg)
+    if weights is not None:
+        cfg = with_checkpoint_choices(cfg, weights.meta, weights.source)
     if weights is not None and weights.task == "landmarks":
         return evaluate_landmarks(with_task_config(cfg, "landmarks"), weights)
+    if weights is not None and weights.task == "inpainting":
+        return evaluate_inpainting(cfg, weights)
     return evaluate_segmentation(cfg, weights)
 
 

@@ -26,7 +26,7 @@ def train(cfg: DictConfig) -> float | None:
     seed_everything(int(cfg.trainer.seed))
     settings = cfg.trainer.distributed
     device = resolve_device(cfg.trainer.device)
-    set_cpu_threads(cfg.trainer.get("cpu_threads"))
+    set_cpu_threads(cfg.trainer.get("cpu_threads"), "trainer.cpu_threads")
     with process_group(device, settings.backend, settings.timeout_min) as (world, device):
         if not world.is_main:
             logging.getLogger("src").setLevel(logging.WARNING)  # rank 0 reports for all

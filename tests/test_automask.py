@@ -4,6 +4,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,32 @@ def test_running_out_of_memory_names_the_settings_to_lower(fine_tuned_run, tmp_p
     assert "OutOfMemory: out of memory generating masks for big.png (2048x2048 px)" in text
     assert "lower automask.points_per_batch (now 256, try 128)" in text
     assert not (tmp_path / "out" / "big").exists()  # nothing half-written
+
+
+def test_a_folder_is_searched_recursively_and_no_masks_names_the_thresholds(tmp_path, shapes_image):
+    """Random-weight SAM2 at 128 px predicts low IoUs: every candidate falls under SAM2's thresholds."""
+    image, _ = shapes_image
+    pages = tmp_path / "pages"
+    for relative in ("cover.png", "vol1/001.png", "vol2/001.png"):  # two 001s: subfolders keep them apart
+        (pages / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(pages / relative)
+    out = tmp_path / "masks"
+    args = [
+        f"image={pages}",
+        "model.checkpoint=null",
+        "model.image_size=128",
+        "device=cpu",
+        "automask.points_per_side=4",
+        f"output_dir={out}",
+        f"hydra.run.dir={out}/run",
+    ]
+    result = run_module("src.automask", args)
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    for name in ("cover", "vol1/001", "vol2/001"):
+        document = json.loads((out / name / "masks.json").read_text())
+        assert document["annotations"] == [] and document["image"]["file_name"] == f"{Path(name).name}.png"
+        assert f"{name}: 0 masks -> {out / name}" in text
+    assert "3 of 3 images gave 0 masks (cover, vol1/001, vol2/001)" in text
+    assert "automask.pred_iou_thresh (now 0.8;" in text and "automask.stability_score_thresh (now 0.95;" in text
+    assert "automask.points_per_side (now 4)" in text and "min_mask_region_area" not in text  # 0: not a filter now

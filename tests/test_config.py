@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src.cli import CONFIG_DIR
-from src.config import check_combination
+from src.config import PROJECT_ROOT, check_combination
 from src.errors import ConfigError
 
 GROUPS = {
@@ -18,12 +19,13 @@ GROUPS = {
 }
 SAM2_SIZES = ["base_plus", "large", "small", "tiny"]
 LANDMARK_DATASETS = {"animal", "synthetic_faces"}  # annotated landmarks (animal also has masks)
+INPAINTING_MODELS, INPAINTING_DATASETS = ["light_inpaint"], {"inpaint"}  # tests/test_inpainting.py covers them
 
 
 def test_the_groups_the_user_asked_for_exist():
-    assert GROUPS["model"] == sorted([*SAM2_SIZES, "hrnetv2_w18"])
+    assert GROUPS["model"] == sorted([*SAM2_SIZES, "hrnetv2_w18", *INPAINTING_MODELS])
     assert {"kvasir", "manga", "animal", "synthetic", "synthetic_faces"} <= set(GROUPS["dataset"])
-    assert GROUPS["task"] == ["landmarks", "segmentation"]
+    assert GROUPS["task"] == ["inpainting", "landmarks", "segmentation"]
     assert GROUPS["loss"] == ["bce_iou", "dice_focal"]
     assert GROUPS["optimizer"] == ["adamw", "schedulefree"]
     assert {"default", "cyclic"} <= set(GROUPS["trainer"])
@@ -63,9 +65,11 @@ def test_every_combination_composes_and_builds_its_parts(compose_cfg, task):
     choices = {**GROUPS, "landmark_loss": sorted(p.stem for p in (Path(CONFIG_DIR) / "landmark_loss").glob("*.yaml"))}
     if task == "segmentation":
         choices["model"] = SAM2_SIZES
-        choices["dataset"] = [d for d in GROUPS["dataset"] if d not in LANDMARK_DATASETS] + ["animal"]
+        choices["dataset"] = [d for d in GROUPS["dataset"] if d not in LANDMARK_DATASETS | INPAINTING_DATASETS]
+        choices["dataset"] += ["animal"]
     else:
         choices["dataset"] = sorted(LANDMARK_DATASETS)
+        choices["model"] = [m for m in GROUPS["model"] if m not in INPAINTING_MODELS]
     combos = list(itertools.product(*(choices[n] for n in names)))
     assert len(combos) >= (4 * 4 * 2 * 2 * 2 if task == "segmentation" else 5 * 2 * 2 * 2)
     for combo in combos:
@@ -87,7 +91,7 @@ def test_every_combination_composes_and_builds_its_parts(compose_cfg, task):
 def test_each_task_builds_with_each_of_its_models(compose_cfg, task):
     from hydra.utils import get_class
 
-    models = SAM2_SIZES if task == "segmentation" else GROUPS["model"]
+    models = SAM2_SIZES if task == "segmentation" else [m for m in GROUPS["model"] if m not in INPAINTING_MODELS]
     dataset = "synthetic" if task == "segmentation" else "synthetic_faces"
     for model in models:
         cfg = compose_cfg([f"task={task}", f"model={model}", f"dataset={dataset}", "model.image_size=64"])
@@ -144,8 +148,24 @@ def test_experiment_presets_are_reachable_from_the_command_line(compose_cfg):
 
 def test_cyclic_trainer_restarts_every_40_of_200_epochs(compose_cfg):
     trainer = compose_cfg(["trainer=cyclic"]).trainer
-    assert (trainer.max_epochs, trainer.scheduler.cycle_epochs) == (200, 40)
+    assert (trainer.max_epochs, trainer.scheduler.cycles) == (200, 5)
     assert trainer.batch_size == compose_cfg().trainer.batch_size  # inherits the default trainer's keys
+
+
+def learning_rates(trainer, steps_per_epoch: int = 10) -> list[float]:
+    total = int(trainer.max_epochs) * steps_per_epoch
+    schedule = instantiate(trainer.scheduler)(total_steps=total, steps_per_epoch=steps_per_epoch)
+    return [schedule(step) for step in range(total)]
+
+
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (PROJECT_ROOT / "experiments").glob("*.yaml")))
+def test_trainer_cyclic_after_any_preset_restarts_the_lr(compose_cfg, preset):
+    """A preset chooses its schedule through the trainer group, so trainer=cyclic replaces it whole."""
+    trainer = compose_cfg([f"experiment={preset}", "trainer=cyclic"]).trainer
+    assert trainer.scheduler == compose_cfg(["trainer=cyclic"]).trainer.scheduler
+    lrs = learning_rates(trainer)
+    restarts = [step for step in range(1, len(lrs)) if lrs[step] > lrs[step - 1] + 0.5]
+    assert len(restarts) == 4, restarts  # five cycles over the preset's run
 
 
 def test_an_unknown_choice_names_the_available_options(compose_cfg):

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from src.data.augment import JointAugment
-from src.data.layout import find_pairs
+from src.data.layout import find_pairs, image_tree, list_images
 from src.data.mask_io import read_instance_mask
 from src.data.synthetic import ensure_synthetic_dataset
 from src.engine.sampler import EpochSampler
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 from src.tasks.segmentation.dataset import SegmentationDataset, collate_segmentation
 from tests.helpers import from_conf, write_pair
 
@@ -63,6 +63,40 @@ def test_an_unreadable_file_is_named(tmp_path, shapes_image):
     (tmp_path / "images" / "train" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"cannot read .*broken\.png"):
         find_pairs(tmp_path, "train")
+
+
+def test_image_folders_are_searched_recursively_the_same_way_for_every_tool(tmp_path, shapes_image):
+    image, _ = shapes_image
+    for relative in ("top.png", "vol1/001.png", "vol2/001.jpg", "vol2/deep/002.PNG", ".hidden/x.png", "vol1/.y.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / relative, format="PNG")
+    (tmp_path / "vol1" / "notes.txt").write_text("not an image")
+    tree = image_tree(tmp_path, "image")  # automask: outputs mirror the folder
+    assert tree == {
+        "top": tmp_path / "top.png",
+        "vol1/001": tmp_path / "vol1" / "001.png",
+        "vol2/001": tmp_path / "vol2" / "001.jpg",
+        "vol2/deep/002": tmp_path / "vol2" / "deep" / "002.PNG",
+    }
+    assert list_images(tmp_path, "prepare.input_dir") == {  # prepare: the same files, names joined
+        "top": tree["top"],
+        "vol1_001": tree["vol1/001"],
+        "vol2_001": tree["vol2/001"],
+        "vol2_deep_002": tree["vol2/deep/002"],
+    }
+    Image.fromarray(image).save(tmp_path / "vol2.png")  # its outputs would be the folder vol2/'s parent
+    with pytest.raises(DataError, match=r"vol2.png and .*vol2/001.jpg: the outputs of vol2.png would be a folder vol2"):
+        image_tree(tmp_path, "image")
+    (tmp_path / "vol2.png").unlink()
+    Image.fromarray(image).save(tmp_path / "top.jpg")
+    with pytest.raises(DataError, match=r"top.jpg and .*top.png both give the name 'top'"):
+        image_tree(tmp_path, "image")
+    with pytest.raises(ConfigError, match=r"image=.*nowhere: no such folder"):
+        image_tree(tmp_path / "nowhere", "image")
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / "empty" / ".hidden" / "x.png")
+    with pytest.raises(DataError, match=r"image=.*empty holds no images \(.jpg, .jpeg, .png"):
+        image_tree(tmp_path / "empty", "image")
 
 
 def test_jpeg_masks_with_compression_noise_are_thresholded_at_127(tmp_path):

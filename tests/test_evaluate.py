@@ -1,6 +1,7 @@
 """`python -m src.evaluate`: every prompt mode on fixed prompts, comparison mode, the report and its MLflow run."""
 
 import csv
+import shlex
 from collections import defaultdict
 from pathlib import Path
 
@@ -108,8 +109,8 @@ def test_a_row_replayed_with_the_predictor_gives_its_iou(compared, fine_tuned_ru
     for row in rows[:6]:
         image = read_image(data / "images" / "val" / f"{row['image']}.jpg")
         gt = torch.from_numpy(read_instance_mask(data / "masks" / "val" / f"{row['image']}.png") == int(row["object"]))
-        parts = dict(part.split("=", 1) for part in row["prompt"].split(" "))
-        prompts = user_prompts(parse_points(parts.get("points")), parse_box(parts.get("box")))
+        replay = compose_config("predict", shlex.split(row["prompt"]))  # the row's prompt as src.predict reads it
+        prompts = user_prompts(parse_points(replay.points), parse_box(replay.box))
         mask = predictor.predict(predictor.encode(image), prompts).best_masks()
         assert mask_iou(mask, gt[None]).item() == pytest.approx(float(row["iou"]), abs=1e-4), row
 

@@ -1,6 +1,7 @@
 """The shared inference component: original pixels in, original-size masks out; weights from anywhere."""
 
 import inspect
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +98,9 @@ def test_prompts_as_people_type_them():
     prompts = user_prompts(parse_points("30,40;5,6,0"), parse_box("1,2,50,60"))
     assert prompts.labels.tolist() == [[2, 3, 1, 0]]  # box corners first, as SAM2 combines them
     text = format_prompt(prompts.points[0], prompts.labels[0])
-    assert text == "box=1,2,50,60 points=30,40,1;5,6,0"
-    box_text, points_text = text.split(" ")
-    assert parse_box(box_text[4:]) == (1, 2, 50, 60) and parse_points(points_text[7:]) == [(30, 40, 1), (5, 6, 0)]
+    assert text == "'box=[1,2,50,60]' 'points=[[30,40,1],[5,6,0]]'"  # Hydra lists, quoted for a shell
+    cfg = compose_config("predict", shlex.split(text))
+    assert parse_box(cfg.box) == (1, 2, 50, 60) and parse_points(cfg.points) == [(30, 40, 1), (5, 6, 0)]
 
 
 @pytest.mark.parametrize(

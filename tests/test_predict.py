@@ -1,13 +1,17 @@
 """`python -m src.predict`: points and boxes on one image, bad input, and the click page in headless Chromium."""
 
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from src.data.user_input import read_user_image
 from src.errors import DataError
+from src.models.registry import SAM2_CONFIGS
+from src.models.sam2.build import build_sam2_model
 from src.tasks.segmentation.interactive import ClickSession
 from src.tasks.segmentation.predictor import load_predictor
 from src.tasks.segmentation.user_prompts import user_prompts
@@ -101,11 +105,12 @@ def test_the_click_page_in_chromium(fine_tuned_run, photo, predictor, tmp_path):
     with served("src.predict", args, port) as url, browser_page(url) as page:
         wait_for_image(page, "canvas")
         click_image(page, "canvas", 30, 25)
-        assert "points=30,25,1" in page.locator("#status").inner_text()
+        assert "'points=[[30,25,1]]'" in page.locator("#status").inner_text()
         first = read_mask(download(page, "mask", tmp_path / "first.png"))
         page.get_by_label("background").check()
         click_image(page, "canvas", 90, 70)
-        assert "points=30,25,1;90,70,0" in page.locator("#status").inner_text()
+        status = page.locator("#status").inner_text()
+        assert "'points=[[30,25,1],[90,70,0]]'" in status
         second = read_mask(download(page, "mask", tmp_path / "second.png"))
         page.locator("#undo").click()
         page.wait_for_function("() => document.querySelector('#status').innerText.includes('1 point(s)')")
@@ -116,3 +121,26 @@ def test_the_click_page_in_chromium(fine_tuned_run, photo, predictor, tmp_path):
     session.add(90, 70, 0)
     assert (second == session.mask()).mean() > 0.999 and (first != second).any()
     assert np.array_equal(undone, first)
+    replay = shlex.split(status.split("replay with: ", 1)[1].strip())  # the page's replay line, run as printed
+    assert replay[:3] == ["python", "-m", "src.predict"] and f"image={photo}" in replay
+    out = tmp_path / "replayed"
+    result = run_module("src.predict", [*replay[3:], f"output_dir={out}", f"hydra.run.dir={out / 'run'}"])
+    assert result.returncode == 0, output(result)
+    # the printed prompt, all clicks at once (the page refines click by click, from the previous mask)
+    prompts = user_prompts([(30, 25, 1), (90, 70, 0)], None)
+    expected = predictor.predict(predictor.encode(np.asarray(Image.open(photo))), prompts).best_masks()[0].numpy()
+    assert (read_mask(out / "shapes_mask.png") == expected).mean() > 0.999
+
+
+def test_the_model_size_comes_from_the_checkpoint(fine_tuned_run, photo, tmp_path):
+    """A checkpoint of SAM2.1-small predicts without model=small; model= on the command line still wins."""
+    checkpoint = torch.load(fine_tuned_run["best"], weights_only=True)
+    small = build_sam2_model(SAM2_CONFIGS["small"], 128)
+    checkpoint["model"], checkpoint["meta"]["model"] = small.state_dict(), "small"
+    torch.save(checkpoint, tmp_path / "small.pt")
+    args = [f"image={photo}", f"checkpoint={tmp_path / 'small.pt'}", "points=30,25", f"output_dir={tmp_path}"]
+    result = run_module("src.predict", [*args, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, output(result)
+    assert "model=small taken from" in output(result) and (tmp_path / "shapes_mask.png").is_file()
+    refused = run_module("src.predict", [*args, "model=tiny", f"hydra.run.dir={tmp_path / 'run2'}"])
+    assert refused.returncode == 1 and "small" in output(refused) and "Traceback" not in output(refused)

@@ -74,7 +74,8 @@ def test_each_job_is_a_child_run_named_after_what_it_changes(lr_backbone_sweep):
     for run in children:
         assert run.data.tags[PARENT_TAG] == parent.info.run_id and run.info.status == "FINISHED"
         values = json.loads(run.data.tags["sweep.values"])
-        assert run.data.params["model.name"] == values["model"]
+        assert run.data.params["model.name"] == run.data.params["choice.model"] == values["model"]
+        assert run.data.tags["sweep.varied"] == parent.data.tags["sweep.varied"] == "model,optimizer.lr"
         assert float(run.data.params["optimizer.lr"]) == float(values["optimizer.lr"])
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/miou")] == [2]
         assert run.data.tags["run_dir"] == str(tmp / "sweep" / run.data.tags["sweep.job"])
@@ -171,7 +172,7 @@ def test_parallel_jobs_generate_the_synthetic_dataset_once(tmp_path, monkeypatch
 
 def test_launcher_presets_wrap_submitit_with_every_cluster_setting_in_config(compose_cfg):
     slurm = compose_cfg(["launcher=slurm", "hydra.launcher.partition=gpu"], hydra_config=True).hydra.launcher
-    assert slurm._target_.endswith("submitit_launcher.SlurmLauncher") and slurm.partition == "gpu"
+    assert slurm._target_ == "src.tracking.slurm.CheckedSlurmLauncher" and slurm.partition == "gpu"
     settings = {"account", "qos", "timeout_min", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb"}
     assert settings | {"array_parallelism", "setup", "max_num_timeout", "signal_delay_s"} <= set(slurm)
     local = compose_cfg(["launcher=local"], hydra_config=True).hydra.launcher

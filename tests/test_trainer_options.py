@@ -40,15 +40,23 @@ def test_gradient_accumulation_takes_one_step_per_k_batches(train_run, tmp_path)
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving(train_run, tmp_path):
-    # lr 0 cannot improve the model: the first evaluation is the best, the second is stale
+    # lr 0 cannot improve the model: the step-0 evaluation is the best, the next one is stale
     text = check(train_run("optimizer.lr=0", "trainer.max_steps=20", "trainer.early_stopping.patience=1"))
     assert "early stopping: val/miou did not improve for 1 evaluations" in text
-    assert [step for step, _ in history(tmp_path, "val/miou")] == [0, 2, 4]
+    assert [step for step, _ in history(tmp_path, "val/miou")] == [0, 2]
+    assert "training never improved on the starting weights" in text
+    assert torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["meta"]["step"] == 0
 
 
 def test_cyclic_trainer_restarts_its_learning_rate(train_run, tmp_path):
-    # 8 images, batch 2: 4 steps per epoch; a restart every epoch
-    check(train_run("trainer=cyclic", "trainer.max_epochs=2", "trainer.scheduler.cycle_epochs=1", "optimizer.lr=1e-3"))
+    # 8 images, batch 2: 4 steps per epoch; two cycles over two epochs: a restart every epoch
+    check(train_run("trainer=cyclic", "trainer.max_epochs=2", "trainer.scheduler.cycles=2", "optimizer.lr=1e-3"))
     lrs = [v for _, v in history(tmp_path, "train/lr")]
     assert len(lrs) == 8
     assert lrs[3] < lrs[0] and lrs[4] == pytest.approx(1e-3) and lrs[7] < lrs[4]
+
+
+def test_a_time_budget_that_cuts_the_schedule_says_so(train_run, tmp_path):
+    text = check(train_run("trainer.max_time=1", "trainer.max_steps=50", "optimizer.lr=1e-3"))
+    assert "time budget trainer.max_time=1s used" in text
+    assert "with the schedule cut where it stood" in text and "set trainer.max_steps=" in text

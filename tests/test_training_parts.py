@@ -24,7 +24,7 @@ def test_warmup_cosine_rises_then_decays_to_the_floor():
 
 
 def test_cyclic_schedule_restarts_every_cycle():
-    schedule = CosineWarmRestarts(cycle_epochs=40, min_lr_ratio=0.0, total_steps=2000, steps_per_epoch=10)
+    schedule = CosineWarmRestarts(cycles=5, min_lr_ratio=0.0, warmup_steps=0, total_steps=2000, steps_per_epoch=10)
     assert schedule(0) == pytest.approx(1.0)
     assert schedule(200) == pytest.approx(0.5)
     assert schedule(399) < 0.01

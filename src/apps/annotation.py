@@ -3,9 +3,11 @@
 `python -m src.annotate` drives one `AnnotationSession` per browser tab; so can a test or a script.
 Landmarks are placed one after another in the scheme's order (0, 1, ...), in the image's own pixels
 (the centre of the top-left pixel is (0, 0)), and saved as one JSON per image
-(`src.tasks.landmarks.annotations`), complete or not; a new session starts at the first image whose
-annotation is not complete, with the points saved so far. In mask mode, clicks are SAM2 point
-prompts (`ClickSession`), and Save writes the mask into SAM2's dataset layout:
+(`src.tasks.landmarks.annotations`), complete or not. Every click also writes a draft
+(`<annotations>/.drafts/<stem>.json`), so a closed tab or a crash loses nothing: a new session
+starts at an image with a draft, or else at the first image whose annotation is not complete, with
+its draft's points (unsaved, until Save or Next/Previous) or the points saved so far. In mask mode,
+clicks are SAM2 point prompts (`ClickSession`), and Save writes the mask into SAM2's dataset layout:
 
     ROOT/images/SPLIT/NAME.ext   the image (a hard link where possible), SPLIT from ROOT/SPLIT.txt
     ROOT/masks/SPLIT/NAME.png    0/255, the size of the image
@@ -24,11 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.layout import IMAGE_SUFFIXES, image_dir, mask_file
+from src.data.layout import IMAGE_SUFFIXES, find_images, image_dir, mask_file
 from src.data.mask_io import read_image
 from src.data.preparation.splits import read_split_lists
 from src.errors import DataError, PromptError
-from src.tasks.landmarks.annotations import LandmarkAnnotation, annotation_path, load_annotation, save_annotation
+from src.tasks.landmarks.annotations import (
+    RELATIVE_TO_FILE,
+    LandmarkAnnotation,
+    annotation_path,
+    image_reference,
+    load_annotation,
+    save_annotation,
+)
 from src.tasks.landmarks.scheme import LandmarkScheme
 from src.tasks.segmentation.interactive import ClickSession
 from src.tasks.segmentation.predictor import Sam2Predictor
@@ -36,6 +45,8 @@ from src.tasks.segmentation.prompts import LABEL_NEGATIVE, LABEL_POSITIVE
 from src.tasks.segmentation.user_prompts import check_inside
 from src.utils.atomic import atomic_path
 from src.utils.pictures import save_mask_png
+
+DRAFTS = ".drafts"  # in the annotations folder: each image's clicks since its last save, written on every click
 
 
 @dataclass(frozen=True)
@@ -67,10 +78,18 @@ def images_to_annotate(root: Path, image_dir: str | Path | None, splits: Sequenc
         hint = "expected a folder of images"
     if not folder.is_dir():
         raise DataError(f"{key}: {folder} does not exist; {hint}")
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise DataError(f"{key}: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
+    found = find_images(folder, key)  # as prepare and automask search a folder
     return unique_stems([p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in found], folder)
+
+
+def annotations_folder(root: Path, image_dir: str | Path | None, annotated_dir: str | Path | None) -> Path:
+    """Where the JSONs go: `annotated_dir` when set; else `root/annotated` for the dataset's own images (where
+    training reads them), and `<image_dir>/annotated` for a folder elsewhere, which then keeps its annotations."""
+    if annotated_dir is not None:
+        return Path(annotated_dir).expanduser()
+    if image_dir is None or Path(image_dir).expanduser().absolute().is_relative_to(root.absolute()):
+        return root / "annotated"
+    return Path(image_dir).expanduser() / "annotated"
 
 
 def unique_stems(entries: list[str], where: str | Path) -> list[str]:
@@ -123,6 +142,7 @@ class AnnotationSession:
         self.completed = {entry for entry in self.images if (a := self.load(entry)) is not None and a.complete}
         self.points: list[tuple[float, float]] = []
         self.dirty = False  # points changed since the last save or load
+        self.restored = False  # the points came from a draft: clicks not saved when the last session ended
         self.clicks: ClickSession | None = None
         self.image = np.zeros((0, 0, 3), np.uint8)  # RGB as stored (no EXIF rotation): the pixels training reads
         self.go(self.resume_index(), save=False)
@@ -148,12 +168,18 @@ class AnnotationSession:
     def annotation_file(self, entry: str | None = None) -> Path:
         return annotation_path(self.annotated_dir, entry or self.entry)
 
-    def load(self, entry: str) -> LandmarkAnnotation | None:
-        path = self.annotation_file(entry)
+    def draft_file(self, entry: str | None = None) -> Path:
+        return annotation_path(self.annotated_dir / DRAFTS, entry or self.entry)
+
+    def load(self, entry: str, draft: bool = False) -> LandmarkAnnotation | None:
+        path = self.draft_file(entry) if draft else self.annotation_file(entry)
         return load_annotation(path, self.scheme) if path.is_file() else None
 
     def resume_index(self) -> int:
-        """The first image without a complete annotation (the first image when all are done)."""
+        """An image with a draft, else the first without a complete annotation (the first when all are done)."""
+        drafted = next((i for i, entry in enumerate(self.images) if self.draft_file(entry).is_file()), None)
+        if drafted is not None:
+            return drafted
         return next((i for i, entry in enumerate(self.images) if entry not in self.completed), 0)
 
     def go(self, index: int, save: bool = True) -> None:
@@ -161,18 +187,20 @@ class AnnotationSession:
         index = max(0, min(int(index), len(self.images) - 1))
         entry = self.images[index]
         image = read_image(self.root / entry)
-        annotation = self.load(entry)
+        annotation, draft = self.load(entry), self.load(entry, draft=True)
         height, width = image.shape[:2]
-        if annotation is not None and (annotation.width, annotation.height) != (width, height):
-            raise DataError(
-                f"{self.annotation_file(entry)}: made for a {annotation.width}x{annotation.height} image, but "
-                f"{self.root / entry} is {width}x{height}; move the file away to annotate the image again"
-            )
+        for found, path in ((annotation, self.annotation_file(entry)), (draft, self.draft_file(entry))):
+            if found is not None and (found.width, found.height) != (width, height):
+                raise DataError(
+                    f"{path}: made for a {found.width}x{found.height} image, but "
+                    f"{self.root / entry} is {width}x{height}; move the file away to annotate the image again"
+                )
         if save and self.dirty:
             self.save()
         self.index, self.image, self.clicks = index, image, None
-        self.points = list(annotation.points) if annotation is not None else []
-        self.dirty = False
+        latest = draft if draft is not None else annotation
+        self.points = list(latest.points) if latest is not None else []
+        self.dirty = self.restored = draft is not None
 
     def next(self) -> None:
         self.go(self.index + 1)
@@ -200,33 +228,44 @@ class AnnotationSession:
         width, height = self.size
         check_inside([(x, y, LABEL_POSITIVE)], None, width, height, self.path.name)
         self.points.append((float(x), float(y)))
-        self.dirty = True
+        self.changed()
 
     def clear_last(self) -> None:
         if self.points:
             self.points.pop()
-            self.dirty = True
+            self.changed()
 
     def clear_all(self) -> None:
         if self.points:
             self.points.clear()
-            self.dirty = True
+            self.changed()
 
-    def save(self) -> Path:
-        """Write this image's JSON (complete when every landmark is placed, else partial), atomically."""
+    def changed(self) -> None:
+        """The points moved: keep them in this image's draft (atomically) until Save."""
+        self.dirty = True
+        save_annotation(self.annotation(self.annotated_dir / DRAFTS), self.annotated_dir / DRAFTS)
+
+    def annotation(self, folder: Path) -> LandmarkAnnotation:
+        """The points so far, as a file in `folder` records them (the image relative to that folder)."""
         width, height = self.size
-        annotation = LandmarkAnnotation(
-            image=self.entry,
+        return LandmarkAnnotation(
+            image=image_reference(self.path, folder),
             width=width,
             height=height,
             scheme=self.scheme.name,
             points=list(self.points),
             complete=self.complete,
             annotator=self.annotator,
+            image_relative_to=RELATIVE_TO_FILE,
         )
+
+    def save(self) -> Path:
+        """Write this image's JSON (complete when every landmark is placed, else partial), atomically."""
+        annotation = self.annotation(self.annotated_dir)
         path = save_annotation(annotation, self.annotated_dir)
+        self.draft_file().unlink(missing_ok=True)
         (self.completed.add if annotation.complete else self.completed.discard)(self.entry)
-        self.dirty = False
+        self.dirty = self.restored = False
         return path
 
     # mask --------------------------------------------------------------------

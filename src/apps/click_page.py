@@ -7,6 +7,7 @@ has its own `ClickSession`; the model is loaded once and shared.
 
 from __future__ import annotations
 
+import shlex
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from src.tasks.segmentation.interactive import ClickSession
 from src.tasks.segmentation.predictor import Sam2Predictor, load_predictor
 from src.tasks.segmentation.prompts import LABEL_NEGATIVE, LABEL_POSITIVE
 from src.tasks.segmentation.user_prompts import format_prompt
+from src.tracking.checkpoints import Weights
 from src.utils.pictures import save_mask_png
 
 FOREGROUND, BACKGROUND = "foreground", "background"
@@ -31,8 +33,8 @@ FOREGROUND, BACKGROUND = "foreground", "background"
 class ClickPage:
     """Event handlers of the page, each returning the new (session, picture, status, mask file)."""
 
-    def __init__(self, predictor: Sam2Predictor, download_dir: Path):
-        self.predictor, self.download_dir = predictor, download_dir
+    def __init__(self, predictor: Sam2Predictor, download_dir: Path, command: str):
+        self.predictor, self.download_dir, self.command = predictor, download_dir, command
 
     def open(self, image: np.ndarray | None, name: str = "image") -> tuple[Any, ...]:
         if image is None:
@@ -67,16 +69,17 @@ class ClickPage:
         scores = ", ".join(f"{s:.3f}" for s in prediction.scores[0].tolist())
         status = (
             f"{len(session.points)} point(s), predicted IoU {prediction.scores[0].max():.3f} (candidates: {scores}); "
-            f"replay with: `python -m src.predict image=... '{format_prompt(prompts.points[0], prompts.labels[0])}'`"
+            f"replay with: `{self.command} {format_prompt(prompts.points[0], prompts.labels[0])}`"
         )
         # a folder per click, so that a browser never serves an earlier mask from its cache
         path = self.download_dir / uuid.uuid4().hex / f"{Path(session.name).stem}_mask.png"
         return session, picture, status, str(save_mask_png(mask, path))
 
 
-def build_click_page(predictor: Sam2Predictor, image: np.ndarray | None, name: str, title: str) -> Any:
-    """The Gradio Blocks of the page, opened on `image` (or waiting for an upload)."""
-    handlers = ClickPage(predictor, Path(tempfile.mkdtemp(prefix="samtune-masks-")))
+def build_click_page(predictor: Sam2Predictor, image: np.ndarray | None, name: str, title: str, command: str) -> Any:
+    """The Gradio Blocks of the page, opened on `image` (or waiting for an upload); `command` is the
+    `src.predict` command that, given a click's prompt, replays it."""
+    handlers = ClickPage(predictor, Path(tempfile.mkdtemp(prefix="samtune-masks-")), command)
     with gr.Blocks(title="samtune: click to segment", analytics_enabled=False) as page:
         gr.Markdown(f"### {title}\nClick on the image to add a point; the mask updates after each click.")
         session = gr.State(None)
@@ -107,9 +110,20 @@ def build_click_page(predictor: Sam2Predictor, image: np.ndarray | None, name: s
     return page
 
 
-def serve_click_page(cfg: DictConfig) -> None:
-    """`python -m src.predict interactive=true [image=PATH]`: load the model, serve the page until stopped."""
+def serve_click_page(cfg: DictConfig, weights: Weights | None) -> None:
+    """`python -m src.predict interactive=true [image=PATH]`: load the model, serve the page until stopped;
+    `weights` when the caller has read them already."""
     path, image = read_user_image(cfg.image) if cfg.image is not None else (Path("image.png"), None)
-    predictor, weights = load_predictor(cfg)
+    predictor, weights = load_predictor(cfg, weights)
     title = f"SAM2.1 {cfg.model.name} · {weights.source}"
-    serve(build_click_page(predictor, image, path.name, title), cfg.ui.host, int(cfg.ui.port))
+    serve(build_click_page(predictor, image, path.name, title, predict_command(cfg)), cfg.ui.host, int(cfg.ui.port))
+
+
+def predict_command(cfg: DictConfig) -> str:
+    """`python -m src.predict` on the same image and weights as the page, shell-quoted."""
+    words = ["python", "-m", "src.predict", f"image={cfg.image or 'IMAGE'}", f"model={cfg.model.name}"]
+    if cfg.original or cfg.checkpoint is None:
+        words.append("original=true")
+    else:
+        words.append(f"checkpoint={cfg.checkpoint}")
+    return " ".join(shlex.quote(word) for word in words)

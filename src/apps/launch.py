@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def serve(page: Any, host: str, port: int) -> None:
-    """Serve a `gr.Blocks` page until the process is stopped."""
+def serve(page: Any, host: str, port: int, css: str | None = None) -> None:
+    """Serve a `gr.Blocks` page (with extra `css`) until the process is stopped."""
     if host not in LOCAL_HOSTS:
         log.warning(
             "ui.host=%s: the page is reachable from other machines, without authentication; "
@@ -34,6 +34,7 @@ def serve(page: Any, host: str, port: int) -> None:
             show_error=True,
             footer_links=[],
             prevent_thread_lock=True,
+            css=css,
         )
     except OSError as err:
         reason = str(err).split(". ")[0]  # the rest names gradio parameters, not ours

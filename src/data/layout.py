@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from src.data.mask_io import image_size
 from src.errors import ConfigError, DataError
@@ -42,25 +42,57 @@ def image_name(path: Path, folder: Path) -> str:
     return "_".join(path.relative_to(folder).with_suffix("").parts)
 
 
-def list_images(folder: str | Path | None, key: str, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
-    """name -> file for every image under `folder` (recursively, hidden files ignored)."""
+def find_images(folder: str | Path | None, key: str, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Every image under `folder`, recursively and sorted, hidden files and folders ignored; `key` names the setting."""
     if folder is None:
         raise ConfigError(f"{key} is not set: expected a folder")
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"{key}={folder}: no such folder")
     suffixes = tuple(suffixes)
-    found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        if path.is_file() and path.suffix.lower() in suffixes and not hidden:
-            name = image_name(path, folder)
-            if name in found:
-                raise DataError(f"{found[name]} and {path} both give the name {name!r}; rename one of them")
-            found[name] = path
+    found = [
+        path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and path.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
     if not found:
         raise DataError(f"{key}={folder} holds no images ({', '.join(suffixes)})")
     return found
+
+
+def list_images(folder: str | Path | None, key: str, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """name -> file for every image under `folder` (`find_images`), subfolders joined into the name."""
+    found: dict[str, Path] = {}
+    for path in find_images(folder, key, suffixes):
+        name = image_name(path, Path(folder).expanduser())
+        if name in found:
+            raise DataError(f"{found[name]} and {path} both give the name {name!r}; rename one of them")
+        found[name] = path
+    return found
+
+
+def image_tree(folder: str | Path | None, key: str) -> dict[str, Path]:
+    """`a/b/001` -> `folder/a/b/001.jpg` for every image under `folder` (`find_images`): outputs mirror the input.
+
+    Refused: two images of one name (`001.jpg`, `001.png`), and an image whose output folder would
+    hold another's (`a/b.png` beside the folder `a/b/`).
+    """
+    tree: dict[str, Path] = {}
+    for path in find_images(folder, key):
+        name = path.relative_to(Path(folder).expanduser()).with_suffix("").as_posix()
+        if name in tree:
+            raise DataError(f"{tree[name]} and {path} both give the name {name!r}; rename one of them")
+        tree[name] = path
+    for name, path in tree.items():
+        for parent in PurePosixPath(name).parents:
+            if (other := tree.get(parent.as_posix())) is not None:
+                raise DataError(
+                    f"{other} and {path}: the outputs of {other.name} would be a folder {parent} that also holds "
+                    f"those of {path.name}; rename {other.name} or the folder {path.parent.name}"
+                )
+    return tree
 
 
 @dataclass(frozen=True)

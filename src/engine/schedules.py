@@ -16,7 +16,7 @@ def _cosine(progress: float, min_ratio: float) -> float:
 class Constant:
     """Linear warmup, then the optimizer's lr unchanged."""
 
-    def __init__(self, warmup_steps: int = 0, *, total_steps: int, steps_per_epoch: int):
+    def __init__(self, warmup_steps: int, *, total_steps: int, steps_per_epoch: int):
         self.warmup_steps = warmup_steps
 
     def __call__(self, step: int) -> float:
@@ -26,7 +26,7 @@ class Constant:
 class WarmupCosine:
     """Linear warmup, then one cosine decay to `min_lr_ratio` x lr at the last step."""
 
-    def __init__(self, warmup_steps: int = 0, min_lr_ratio: float = 0.01, *, total_steps: int, steps_per_epoch: int):
+    def __init__(self, warmup_steps: int, min_lr_ratio: float, *, total_steps: int, steps_per_epoch: int):
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.decay_steps = max(1, total_steps - warmup_steps)
 
@@ -37,21 +37,18 @@ class WarmupCosine:
 
 
 class CosineWarmRestarts:
-    """Cosine decay restarted every `cycle_epochs` epochs (SGDR; seed 003's cyclic schedule).
+    """`cycles` cosine decays over the run, each restarting at the full lr (SGDR; seed 003's cyclic
+    schedule: 200 epochs, a restart every 40, is `cycles=5`).
 
-    The lr jumps back up at each restart, so validation dips briefly after it.
+    Cycles are a share of the run, not a fixed number of epochs, so a shorter run (a preset's or a
+    test's `max_epochs`) still restarts. The lr jumps back up at each restart, so validation dips
+    briefly after it.
     """
 
     def __init__(
-        self,
-        cycle_epochs: int = 40,
-        min_lr_ratio: float = 0.0,
-        warmup_steps: int = 0,
-        *,
-        total_steps: int,
-        steps_per_epoch: int,
+        self, cycles: int, min_lr_ratio: float, warmup_steps: int, *, total_steps: int, steps_per_epoch: int
     ):
-        self.cycle_steps = max(1, cycle_epochs * steps_per_epoch)
+        self.cycle_steps = max(1, math.ceil(total_steps / cycles))
         self.min_lr_ratio, self.warmup_steps = min_lr_ratio, warmup_steps
 
     def __call__(self, step: int) -> float:

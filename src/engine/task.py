@@ -43,6 +43,9 @@ class Task(Protocol):
     def export_weights(self) -> dict[str, Any]:
         """`{"model": state_dict, "meta": {...}}` in the format stock loaders read."""
 
+    def exported_module(self) -> nn.Module:
+        """The module `export_weights`' state dict belongs to (what stock loaders build)."""
+
     def datasets(self) -> tuple[Dataset, Dataset]:
         """(train, val)."""
 

@@ -15,6 +15,7 @@ is weighted by each process's share of objects, and the shards of a batch togeth
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -37,10 +38,12 @@ from src.engine.stop_signals import StopSignals
 from src.engine.task import StepOutput, Task, to_device
 from src.engine.timing import RunTiming
 from src.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
-from src.tracking.runs import MlflowTracker, flatten
+from src.tracking.params import comparable_params, group_choices
+from src.tracking.runs import MlflowTracker
 from src.utils.checkpoint_io import read_checkpoint, weights_file
 from src.utils.device import autocast
 from src.utils.distributed import World, any_rank, barrier, data_parallel, gather_from_ranks, sum_over_ranks
+from src.utils.folders import folder_size, human_size
 from src.utils.pictures import plot_curves, save_png
 from src.utils.seeding import derive_seed, torch_generator
 
@@ -178,7 +181,7 @@ class Trainer:
             )
             try:
                 if state.step == 0 and self.tcfg.eval_at_start:
-                    self._evaluate(state, save=False)
+                    self._evaluate(state)  # the starting weights count: best.pt is never worse than them
                 stop_reason = self._loop(state)
                 if state.last_eval_step != state.step:
                     stop_reason = self._evaluate(state) or stop_reason
@@ -197,6 +200,8 @@ class Trainer:
             finally:
                 if self.world.is_main:
                     self.tracker.finish(status)
+        self._warn_about_the_outcome(state, stop_reason)
+        log.info("the run folder %s holds %s", self.run_dir, human_size(folder_size(self.run_dir)))
         log.info(
             "done (%s): best %s = %s at step %s; checkpoints in %s",
             stop_reason or "all steps run",
@@ -206,6 +211,27 @@ class Trainer:
             self.ckpt.directory,
         )
         return {self.monitor: state.best_metric, "best_step": state.best_step, "steps": state.step}
+
+    def _warn_about_the_outcome(self, state: TrainState, stop_reason: str | None) -> None:
+        """What a user would otherwise find out from the curves: no gain over the start, a cut schedule."""
+        if state.best_step == 0 and state.step > 0:
+            log.warning(
+                "training never improved on the starting weights (%s=%.4f at step 0): best.pt holds them. Try "
+                "another optimizer.lr, more steps, or check the data",
+                self.monitor,
+                state.best_metric,
+            )
+        if stop_reason and "max_time" in stop_reason and state.step < self.total_steps and self.scheduler is not None:
+            peak = float(self.optimizer.param_groups[0]["initial_lr"])  # set by LambdaLR
+            log.warning(
+                "the time budget stopped the run at step %d of %d, with the schedule cut where it stood (lr %.3g, "
+                "%.0f%% of its peak): to finish the schedule inside the budget, set trainer.max_steps=%d",
+                state.step,
+                self.total_steps,
+                current_lr(self.optimizer),
+                100 * current_lr(self.optimizer) / peak,
+                state.step,
+            )
 
     def _prepare_task(self) -> None:
         """The task's one-off work with the starting weights in place (e.g. filling an embedding cache)."""
@@ -310,15 +336,15 @@ class Trainer:
         return lr, grad_norm
 
     # ------------------------------------------------------------------ evaluation and checkpoints
-    def _evaluate(self, state: TrainState, save: bool = True) -> str | None:
-        """Validate, log, and (unless `save=False`) checkpoint; return a reason to stop, if any."""
+    def _evaluate(self, state: TrainState) -> str | None:
+        """Validate, log and checkpoint; return a reason to stop, if any."""
         started = time.perf_counter()
         try:
-            return self._validate(state, save)
+            return self._validate(state)
         finally:
             self.timing.eval_s += time.perf_counter() - started  # checkpoints included: not training time
 
-    def _validate(self, state: TrainState, save: bool) -> str | None:
+    def _validate(self, state: TrainState) -> str | None:
         with eval_weights(self.optimizer):
             self.module.eval()
             with torch.no_grad():
@@ -337,8 +363,6 @@ class Trainer:
                     path = save_png(result.image, self.run_dir / "samples" / f"step_{state.step:06d}.png")
                     self.tracker.log_artifact(path, "samples")
             log.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-            if not save:
-                return None
             value = metrics[self.monitor]
             improved = not math.isnan(value) and (
                 state.best_metric is None
@@ -374,6 +398,7 @@ class Trainer:
         weights = self.task.export_weights()
         weights["meta"] = {
             **weights.get("meta", {}),
+            "dataset": self.cfg.dataset.name,  # inference takes it as its default dataset=
             "step": state.step,
             "epoch": state.epoch,
             "metrics": metrics,
@@ -433,7 +458,13 @@ class Trainer:
             return
         state.mlflow_run_id = self.tracker.start(run_name, tags)
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
-        self.tracker.log_params(flatten(resolved))
+        self.tracker.log_params(comparable_params(resolved, group_choices()))
+        train_set, val_set = self.train_loader.dataset, self.val_loader.dataset
+        self.tracker.log_dataset(
+            str(self.cfg.dataset.name),
+            Path(str(self.cfg.dataset.root)),
+            {"train": len(train_set), "val": len(val_set)},
+        )
         trainable, total = (sum(p.numel() for p in params) for params in (self.params, self.module.parameters()))
         counts = {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total}
         self.tracker.log_metrics({f"model/{k}": v for k, v in counts.items()}, 0)
@@ -448,8 +479,13 @@ class Trainer:
         if state.best_metric is not None:
             best = {f"best/{self.monitor}": state.best_metric, "best/step": state.best_step}
             self.tracker.log_metrics({**best, **self.timing.summary()}, state.step)
-        if self.ckpt.best.exists():
+        if self.ckpt.best.exists() and self.tracker.log_checkpoint:
             self.tracker.log_artifact(self.ckpt.best, "checkpoints")
+        if self.ckpt.best.exists() and self.tracker.register_as:
+            best = copy.deepcopy(self.task.exported_module()).cpu()
+            best.load_state_dict(read_checkpoint(self.ckpt.best)["model"])
+            version = self.tracker.register_model(best)
+            self.tracker.set_tags({"registered_model": f"{self.tracker.register_as}/{version}"})
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})
         if curves is not None:
             self.tracker.log_artifact(save_png(curves, self.run_dir / "samples" / "curves.png"), "samples")

@@ -27,7 +27,7 @@ from src.utils.checkpoint_io import BEST, read_checkpoint, torch_save_atomic, we
 
 log = logging.getLogger(__name__)
 
-TASKS = ("segmentation", "landmarks")  # what meta.task may name
+TASKS = ("segmentation", "landmarks", "inpainting")  # what meta.task may name
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 RUNS_URI = "runs:/"
 CHECKPOINT_ARTIFACT = f"checkpoints/{BEST}"  # where src.train logs a run's best weights

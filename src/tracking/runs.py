@@ -16,11 +16,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+import mlflow
+import mlflow.pytorch
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from torch import nn
+
+from src.utils.folders import folder_digest
 
 log = logging.getLogger(__name__)
 
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI mode
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_BATCH = 100  # params or tags per log_batch call
 VERSIONED = ("torch", "torchvision", "sam2", "hydra-core", "omegaconf", "mlflow", "numpy", "schedulefree")
@@ -83,24 +90,35 @@ class MlflowTracker:
         experiment_name: str,
         artifact_location: str | None = None,
         flush_every: int = 200,
+        system_metrics: bool = False,
+        log_checkpoint: bool = True,
+        register_as: str | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_name = experiment_name
         self.artifact_location = artifact_location
         self.flush_every = flush_every
+        self.system_metrics = system_metrics
+        self.log_checkpoint = log_checkpoint  # whether best.pt is uploaded, read by the trainer
+        self.register_as = register_as  # a Model Registry name for the best model, or None
+        self._monitor: SystemMetricsMonitor | None = None
         self.run_id: str | None = None
         self._pending: list[Metric] = []
 
     def _experiment_id(self) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
+            if EXPERIMENT_KIND not in experiment.tags:  # made by an older version, or by hand
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return experiment.experiment_id
         # a server chooses its own artifact root; a local store keeps artifacts beside the database
         location = None
         if self.artifact_location and not self.tracking_uri.startswith(("http://", "https://")):
             location = Path(self.artifact_location).resolve().as_uri()
-        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        return self.client.create_experiment(
+            self.experiment_name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
 
     def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
         """Open a new run, or reopen `run_id` (a resumed training run continues its MLflow run)."""
@@ -119,7 +137,33 @@ class MlflowTracker:
                 self.experiment_name,
                 self.tracking_uri,
             )
+        if self.system_metrics:
+            self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=run_id is not None,
+                                                 tracking_uri=self.tracking_uri)  # fmt: skip
+            self._monitor.start()
         return self.run_id
+
+    def log_dataset(self, name: str, root: Path, sizes: dict[str, int]) -> None:
+        """The dataset as an MLflow input (the runs table's Dataset column): name, digest, split sizes."""
+        dataset = Dataset(
+            name=name,
+            digest=folder_digest(root),
+            source_type="local",
+            source=json.dumps({"uri": root.resolve().as_uri()}),
+            profile=json.dumps(sizes),
+        )
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+    def register_model(self, module: nn.Module) -> str:
+        """`module` as an MLflow PyTorch model of this run, registered as `register_as` (the Models page
+        lists it; `mlflow.pytorch.load_model("models:/NAME/VERSION")` loads it). MLflow pickles the module:
+        load registered models from a registry you trust. Returns the new version."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(module, name="model", registered_model_name=self.register_as)
+        version = str(info.registered_model_version)
+        log.info("registered the best model as %s version %s (%s)", self.register_as, version, info.model_uri)
+        return version
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, v) for k, v in params.items()]
@@ -153,5 +197,8 @@ class MlflowTracker:
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id is None:
             return
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
         self.flush()
         self.client.set_terminated(self.run_id, status=status)

@@ -82,7 +82,12 @@ class SweepJob:
 
     @property
     def tags(self) -> dict[str, str]:
-        return {PARENT_TAG: self.parent_run_id, "sweep.job": str(self.job_num), "sweep.values": json.dumps(self.values)}
+        return {
+            PARENT_TAG: self.parent_run_id,
+            "sweep.job": str(self.job_num),
+            "sweep.values": json.dumps(self.values),
+            "sweep.varied": ",".join(self.values),  # the params to compare the sweep's runs by
+        }
 
 
 def sweep_job() -> SweepJob | None:
@@ -112,6 +117,7 @@ class MlflowSweepCallback(Callback):
             "sweep.overrides": " ".join(config.hydra.overrides.task) or "(none)",
             "sweep.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
             "sweep.launcher": str(config.hydra.launcher._target_).rsplit(".", 1)[-1],
+            "sweep.varied": ",".join(space),
             **git_state(PROJECT_ROOT),
             "mlflow.source.name": "src.train -m",
         }

@@ -44,8 +44,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def set_cpu_threads(threads: int | None) -> None:
-    """`trainer.cpu_threads`: torch's threads per operation on the CPU; None keeps torch's default.
+def set_cpu_threads(threads: int | None, key: str) -> None:
+    """`trainer.cpu_threads` (training) or `cpu_threads` (every other entry point): torch's threads per
+    operation on the CPU; None keeps torch's default.
 
     On a machine shared with other jobs, the threads of one operation wait for each other whenever
     one of them is descheduled; with the decoder's many small operations, 1 thread can be several
@@ -54,7 +55,7 @@ def set_cpu_threads(threads: int | None) -> None:
     if threads is None:
         return
     if int(threads) < 1:
-        raise ConfigError(f"trainer.cpu_threads={threads}: expected a positive number of threads, or null")
+        raise ConfigError(f"{key}={threads}: expected a positive number of threads, or null")
     torch.set_num_threads(int(threads))
 
 

@@ -3,7 +3,10 @@
 0. The page is scaled so that its longer side is `work_size` px, which the pixel-sized settings
    (blur, line widths) assume; the panels found are scaled back to the page.
 1. Binarise: near-white pixels are paper. Paper connected to the page edge is background (the
-   gutters and margins); everything else, holes filled, is panel content.
+   gutters and margins), except wide paper deep inside the page (`inner_paper`, `margin_depth`):
+   that is the white of a panel whose art bleeds off the page, which would otherwise fall apart
+   into its separate strokes. Everything else, holes filled, is panel content; a region that is
+   nearly all paper (`blank`) is an empty page.
 2. Panels whose content touches (a speech balloon over the gutter, art bleeding across it, a
    frameless panel under a bordered one) form one region. Each region is split recursively along
    the straight line, near-horizontal or near-vertical (`max_slant`), with the strongest evidence
@@ -68,6 +71,10 @@ class PanelExtractor:
         max_depth: int,
         max_gutter: float,
         work_size: int,
+        inner_paper: float,
+        margin_depth: float,
+        blank: float,
+        merge_overlap: float,
     ):
         """The settings of `prepare.panel` in conf/prepare/manga.yaml, where their defaults and meaning live."""
         self.white_level, self.min_area, self.min_side = int(white_level), float(min_area), float(min_side)
@@ -77,6 +84,8 @@ class PanelExtractor:
         self.max_slant, self.slant_steps = float(max_slant), int(slant_steps)
         self.contained, self.max_depth = float(contained), int(max_depth)
         self.max_gutter, self.work_size = float(max_gutter), int(work_size)
+        self.inner_paper, self.margin_depth, self.blank = float(inner_paper), float(margin_depth), float(blank)
+        self.merge_overlap = float(merge_overlap)
 
     def __call__(self, name: str, image: np.ndarray) -> tuple[None, np.ndarray]:
         """Labeller interface of `src.data.preparation.manga`: the page unchanged, and its panel ids."""
@@ -98,9 +107,7 @@ class PanelExtractor:
     def _extract(self, gray: np.ndarray) -> np.ndarray:
         h, w = gray.shape
         paper = gray >= self.white_level
-        labels, _ = ndi.label(paper)
-        edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        background = np.isin(labels, edge_labels[edge_labels > 0])
+        background = self._background(paper)
         content = ndi.binary_fill_holes(~background)
         vertical_edges, horizontal_edges = self._edges(gray)
         self._page = (h, w)
@@ -109,15 +116,38 @@ class PanelExtractor:
         regions, _ = ndi.label(content)
         for index, box in enumerate(ndi.find_objects(regions), start=1):
             region = (regions[box] == index).astype(np.uint8)
-            if region.sum() < min_pixels:
+            if region.sum() < min_pixels or paper[box][region > 0].mean() >= self.blank:
                 continue
             maps = Maps(region, (paper[box] | background[box]).astype(np.uint8), background[box].astype(np.uint8),
                         vertical_edges[box])  # fmt: skip
             for y0, x0, part in self._split(maps, horizontal_edges[box], min_pixels, 0):
                 parts.append((y0 + box[0].start, x0 + box[1].start, part))
-        return self._paint(self._drop_contained(parts), (h, w))
+        return self._paint(self._drop_contained(self._merge_overlapping(parts)), (h, w))
 
     # evidence ------------------------------------------------------------------
+    def _background(self, paper: np.ndarray) -> np.ndarray:
+        """Paper reaching the page edge: the margins and gutters.
+
+        Of the paper areas that reach the edge, the largest is the margins and gutters; another one
+        with wide paper deeper inside the page than a margin (`inner_paper`, `margin_depth`) is the
+        white of a panel whose art bleeds off the page, fenced off by its frame: not background.
+        """
+        h, w = paper.shape
+        short = min(h, w)
+        labels, _ = ndi.label(paper)
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        edge = edge[edge > 0]
+        if len(edge) > 1:
+            free = cv2.distanceTransform(np.pad(paper.astype(np.uint8), 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+            depth = round(self.margin_depth * short)
+            inner = np.zeros_like(paper)
+            inner[depth : h - depth, depth : w - depth] = True
+            inner &= free > self.inner_paper * short
+            largest = edge[np.argmax(ndi.sum(paper, labels, edge))]
+            has_inner = ndi.maximum(inner, labels, edge).astype(bool)
+            edge = edge[(edge == largest) | ~has_inner]
+        return np.isin(labels, edge)
+
     def _edges(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Strong intensity steps across vertical (resp. horizontal) lines, 1 px either side."""
         blurred = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), self.edge_blur)
@@ -200,6 +230,25 @@ class PanelExtractor:
         return parts
 
     # results ---------------------------------------------------------------------
+    def _merge_overlapping(self, parts: list[tuple[int, int, np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
+        """Parts whose boxes overlap by `merge_overlap` of the smaller one become one: pieces of a
+        panel that its own white broke apart (panels beside each other do not overlap)."""
+        parts = list(parts)
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(parts)):
+                for j in range(i + 1, len(parts)):
+                    a, b = box_of(parts[i]), box_of(parts[j])
+                    if overlap(a, b) >= self.merge_overlap * min(area(a), area(b)):
+                        parts[i] = union(parts[i], parts[j])
+                        del parts[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        return parts
+
     def _drop_contained(self, parts: list[tuple[int, int, np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
         min_pixels = self.min_area * self._page[0] * self._page[1]
         parts = sorted((p for p in parts if p[2].sum() >= min_pixels), key=lambda p: -int(p[2].sum()))
@@ -233,6 +282,23 @@ def wide_runs(flags: np.ndarray, longest: float) -> np.ndarray:
         if stop - start > longest:
             out[start:stop] = True
     return out
+
+
+def box_of(part: tuple[int, int, np.ndarray]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a (y0, x0, mask) part."""
+    y0, x0, mask = part
+    return x0, y0, x0 + mask.shape[1], y0 + mask.shape[0]
+
+
+def union(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> tuple[int, int, np.ndarray]:
+    """The (y0, x0, mask) part covering both parts' masks."""
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_of(a), box_of(b)
+    x0, y0 = min(ax0, bx0), min(ay0, by0)
+    mask = np.zeros((max(ay1, by1) - y0, max(ax1, bx1) - x0), np.uint8)
+    for py0, px0, part in (a, b):
+        view = mask[py0 - y0 : py0 - y0 + part.shape[0], px0 - x0 : px0 - x0 + part.shape[1]]
+        view |= part.astype(np.uint8)
+    return y0, x0, mask
 
 
 def area(box: tuple[int, int, int, int]) -> int:

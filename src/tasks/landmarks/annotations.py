@@ -1,7 +1,9 @@
 """One JSON file per annotated image: the contract between the annotation tool and the landmark task.
 
     ROOT/annotated/<image stem>.json
-    {"image": "raw/safebooru/x.jpg",   # path relative to the dataset root (as in the split lists)
+    {"image": "../raw/safebooru/x.jpg",            # the image, relative to this file's folder
+     "image_relative_to": "annotation file",     # older files: "dataset root" (the default when
+                                                 # absent), or an absolute path
      "width": 640, "height": 480,      # the image's true size
      "scheme": "anime_face_28",
      "points": [[x, y], ...],          # in image pixels, in landmark order; the centre of the
@@ -11,11 +13,13 @@
      "annotator": "alice", "updated_at": "2026-12-01T23:40:00+00:00"}
 
 The annotation tool (`python -m src.annotate`) writes these files; the landmark task reads them.
+A path relative to the file keeps a folder of images and its annotations valid wherever they move.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +27,8 @@ from pathlib import Path
 from src.errors import DataError
 from src.tasks.landmarks.scheme import LandmarkScheme
 from src.utils.atomic import write_text_atomic
+
+RELATIVE_TO_FILE, RELATIVE_TO_ROOT = "annotation file", "dataset root"
 
 
 @dataclass
@@ -35,6 +41,20 @@ class LandmarkAnnotation:
     complete: bool
     annotator: str = ""
     updated_at: str = ""
+    image_relative_to: str = RELATIVE_TO_ROOT  # what a relative `image` is relative to
+
+
+def image_reference(image: Path, annotated_dir: Path) -> str:
+    """`image` as an annotation in `annotated_dir` refers to it: relative to that folder (POSIX separators)."""
+    return Path(os.path.relpath(Path(image).absolute(), Path(annotated_dir).absolute())).as_posix()
+
+
+def annotated_image(annotation: LandmarkAnnotation, source: Path, root: Path) -> Path:
+    """The image an annotation read from file `source` is about (`root`: the dataset root, for older files)."""
+    image = Path(annotation.image)
+    if image.is_absolute():
+        return image
+    return (Path(source).parent if annotation.image_relative_to == RELATIVE_TO_FILE else Path(root)) / image
 
 
 def annotation_path(annotated_dir: Path, image: str | Path) -> Path:
@@ -71,7 +91,13 @@ def load_annotation(path: Path, scheme: LandmarkScheme | None = None) -> Landmar
         complete=bool(record["complete"]),
         annotator=str(record.get("annotator", "")),
         updated_at=str(record.get("updated_at", "")),
+        image_relative_to=str(record.get("image_relative_to", RELATIVE_TO_ROOT)),
     )
+    if annotation.image_relative_to not in (RELATIVE_TO_FILE, RELATIVE_TO_ROOT):
+        raise DataError(
+            f"{path}: image_relative_to {annotation.image_relative_to!r}, expected "
+            f"{RELATIVE_TO_FILE!r} or {RELATIVE_TO_ROOT!r}"
+        )
     if scheme is not None:
         if annotation.scheme != scheme.name:
             raise DataError(f"{path}: scheme {annotation.scheme!r}, expected {scheme.name!r}")

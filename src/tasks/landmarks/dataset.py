@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ from torch.utils.data import Dataset, default_collate
 from src.data.augment import JointAugment
 from src.data.mask_io import read_image
 from src.errors import DataError
-from src.tasks.landmarks.annotations import LandmarkAnnotation, annotation_path, load_annotation
+from src.tasks.landmarks.annotations import (
+    RELATIVE_TO_ROOT,
+    LandmarkAnnotation,
+    annotated_image,
+    annotation_path,
+    load_annotation,
+)
 from src.tasks.landmarks.geometry import apply_affine, crop_affine, invert_affine, square_box, warp
 from src.tasks.landmarks.heatmaps import HeatmapCodec
 from src.tasks.landmarks.scheme import LandmarkScheme
@@ -96,7 +102,7 @@ def find_annotated(root: str | Path, split: str, scheme: LandmarkScheme) -> tupl
         if not annotation.complete:
             skipped["incomplete"] += 1
             continue
-        if Path(annotation.image).as_posix() != Path(relative).as_posix():
+        if annotated_image(annotation, source, root).resolve() != (root / relative).resolve():
             raise DataError(
                 f"{source}: annotates {annotation.image!r} but {root / (split + '.txt')} lists {relative!r} "
                 "under the same file name; two images share a stem"
@@ -104,7 +110,8 @@ def find_annotated(root: str | Path, split: str, scheme: LandmarkScheme) -> tupl
         image = root / relative
         if not image.is_file():
             raise DataError(f"{root / (split + '.txt')} lists {relative}, but {image} does not exist")
-        entries.append(LandmarkEntry(image, annotation, source))
+        as_listed = replace(annotation, image=relative, image_relative_to=RELATIVE_TO_ROOT)  # reports name it so
+        entries.append(LandmarkEntry(image, as_listed, source))
     return entries, skipped
 
 

@@ -33,6 +33,7 @@ class LandmarkScheme:
     flip_pairs: tuple[tuple[int, int], ...]
     left_eye: tuple[int, ...]
     right_eye: tuple[int, ...]
+    reference: tuple[tuple[float, float], ...] = ()  # each point on a typical face, in a unit square (optional)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | Any, source: str = "landmarks") -> LandmarkScheme:
@@ -52,6 +53,7 @@ class LandmarkScheme:
             flip_pairs=tuple((int(a), int(b)) for a, b in cfg["flip_pairs"]),
             left_eye=tuple(int(i) for i in cfg["left_eye"]),
             right_eye=tuple(int(i) for i in cfg["right_eye"]),
+            reference=tuple((float(x), float(y)) for x, y in cfg.get("reference") or ()),
         )
         scheme._validate(source)
         return scheme
@@ -67,6 +69,11 @@ class LandmarkScheme:
             indices = getattr(self, key)
             if not indices or any(not 0 <= i < self.num_points for i in indices):
                 raise ValueError(f"{source}.{key}: expected a non-empty list of indices in 0..{self.num_points - 1}")
+
+        if self.reference and (
+            len(self.reference) != self.num_points or any(not 0 <= v <= 1 for xy in self.reference for v in xy)
+        ):
+            raise ValueError(f"{source}.reference: expected {self.num_points} [x, y] pairs in 0..1 (or no key)")
 
     def group_of(self, index: int) -> LandmarkGroup:
         for group in self.groups:
@@ -94,6 +101,7 @@ class LandmarkScheme:
             "flip_pairs": [list(p) for p in self.flip_pairs],
             "left_eye": list(self.left_eye),
             "right_eye": list(self.right_eye),
+            **({"reference": [list(xy) for xy in self.reference]} if self.reference else {}),
         }
 
 

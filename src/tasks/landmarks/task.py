@@ -116,6 +116,9 @@ class LandmarkTask:
             )
         self.model.load_state_dict(state)
 
+    def exported_module(self) -> nn.Module:
+        return self.model
+
     def export_weights(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),

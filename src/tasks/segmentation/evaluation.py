@@ -67,6 +67,16 @@ def evaluate_segmentation(cfg: DictConfig, tuned: Weights | None) -> Summary:
         int(ecfg.num_pictures),
         int(ecfg.picture_side),
     )
+    log.info(
+        "evaluating %d images of %s/%s: %d prompt modes (%s) x %d model(s); the bar estimates the time left "
+        "(fewer modes, e.g. evaluation.prompts.modes=[point,box], and cpu_threads=1 on a busy CPU take less)",
+        len(dataset),
+        cfg.dataset.name,
+        cfg.split,
+        len(protocols.modes),
+        ", ".join(protocols.modes),
+        len(predictors),
+    )
     result = evaluator.run(dataset)
 
     summary = summarize(result.records, thresholds)

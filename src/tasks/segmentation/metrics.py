@@ -40,19 +40,24 @@ class MeanMetrics:
 def match_boxes(pred: torch.Tensor, target: torch.Tensor, iou_threshold: float = 0.5) -> int:
     """True positives of (N, 4) predicted against (M, 4) true x0,y0,x1,y1 boxes: pairs are matched
     one to one, highest IoU first, and count when their IoU reaches `iou_threshold`."""
+    return len(matched_pairs(pred, target, iou_threshold))
+
+
+def matched_pairs(pred: torch.Tensor, target: torch.Tensor, iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+    """(predicted index, true index) of the pairs `match_boxes` counts, so that misses can be shown."""
     from torchvision.ops import box_iou
 
     if len(pred) == 0 or len(target) == 0:
-        return 0
+        return []
     ious = box_iou(pred.float(), target.float())
-    matched = 0
+    pairs = []
     while True:
         best = ious.max()
         if best < iou_threshold:
-            return matched
+            return pairs
         i, j = divmod(int(ious.argmax()), ious.shape[1])
         ious[i, :], ious[:, j] = -1, -1
-        matched += 1
+        pairs.append((i, j))
 
 
 def clicks_to_reach(ious_per_click: torch.Tensor, threshold: float) -> torch.Tensor:

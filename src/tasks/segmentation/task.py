@@ -145,6 +145,12 @@ class SegmentationTask:
         state = checked_sam2_state(self.model.stock_state_dict(), checkpoint, source, self.cfg.model.name)
         self.model.load_stock_state_dict(state, checkpoint.get("adapter"), source)
 
+    def exported_module(self) -> nn.Module:
+        if self.model.adapter is None:
+            return self.model.sam
+        # the merged weights are stock SAM2's: a plain SAM2 of this size, without peft's layers
+        return build_sam2_model(self.cfg.model.sam2_config, self.model.image_size)
+
     def export_weights(self) -> dict[str, Any]:
         meta = {
             "task": "segmentation",

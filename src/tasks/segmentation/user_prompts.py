@@ -1,13 +1,15 @@
 """Prompts people type for segmentation, in the image's own pixels, and prompts written back that way.
 
 `points="320,200;100,50,0"`: a point is `x,y` or `x,y,label` (label 1 foreground, the default, or
-0 background), separated by `;`. `box="x0,y0,x1,y1"`. Hydra also passes lists through, so
-`points=[[320,200],[100,50,0]]` and `box=[10,20,200,240]` work as well. Evaluation writes every
-prompt back in this form, so any row of its CSV can be replayed with `python -m src.predict`.
+0 background), separated by `;`. `box="x0,y0,x1,y1"`. Hydra lists work as well:
+`points=[[320,200],[100,50,0]]`, `box=[10,20,200,240]`. Prompts are written back as shell-quoted
+Hydra lists (`'box=[10,20,200,240]' 'points=[[320,200,1]]'`), which Hydra parses whatever the shell,
+so any row of evaluation's CSV and the click page's replay line run as printed.
 """
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import torch
@@ -75,15 +77,15 @@ def user_prompts(points: list[Point], box: Box | None) -> Prompts:
 
 
 def format_prompt(points: torch.Tensor, labels: torch.Tensor) -> str:
-    """One object's prompt as `src.predict` arguments: `points=x,y,l;...` and/or `box=x0,y0,x1,y1`."""
+    """One object's prompt as shell-quoted `src.predict` overrides: `'box=[x0,y0,x1,y1]' 'points=[[x,y,l],...]'`."""
     clicks, corners = [], {}
     for (x, y), label in zip(points.tolist(), labels.tolist(), strict=True):
         if label in (LABEL_NEGATIVE, LABEL_POSITIVE):
-            clicks.append(f"{x:g},{y:g},{label}")
+            clicks.append(f"[{x:g},{y:g},{label}]")
         else:
             corners[label] = f"{x:g},{y:g}"
     box = (corners.get(LABEL_BOX_TOP_LEFT), corners.get(LABEL_BOX_BOTTOM_RIGHT))
-    parts = [f"box={box[0]},{box[1]}"] if all(box) else []
+    parts = [f"box=[{box[0]},{box[1]}]"] if all(box) else []
     if clicks:
-        parts.append("points=" + ";".join(clicks))
-    return " ".join(parts)
+        parts.append(f"points=[{','.join(clicks)}]")
+    return " ".join(shlex.quote(part) for part in parts)
