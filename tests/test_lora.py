@@ -201,9 +201,9 @@ def test_the_run_logs_the_cache_off_parameter_counts_and_adapter_size(lora_run):
 
 
 def test_the_merged_checkpoint_loads_in_stock_sam2(lora_run, sam2_hydra):
-    best = lora_run["run"] / "checkpoints" / "best.pt"
-    stock = build_sam2(TINY, str(best), device="cpu", hydra_overrides_extra=["++model.image_size=128"])
-    ours = torch.load(best, weights_only=True)
+    last = lora_run["run"] / "checkpoints" / "last.pt"  # after 4 steps (best.pt may be step 0's untrained model)
+    stock = build_sam2(TINY, str(last), device="cpu", hydra_overrides_extra=["++model.image_size=128"])
+    ours = torch.load(last, weights_only=True)
     base = torch.load(lora_run["base"], weights_only=True)["model"]
     qkv = "image_encoder.trunk.blocks.3.attn.qkv.weight"
     assert not torch.equal(ours["model"][qkv], base[qkv])  # the adapter is merged in
