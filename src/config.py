@@ -33,6 +33,9 @@ def check_combination(cfg: DictConfig) -> None:
             f"model={cfg.model.name} with task=segmentation: {cfg.model.name} is a landmark model (no SAM2 mask "
             "decoder); use task=landmarks, or a SAM2 size (model=tiny|small|base_plus|large) for segmentation"
         )
+    adapter = cfg.get("adapter", {}).get("name", "none")
+    if adapter != "none" and task != "segmentation":
+        raise ConfigError(f"adapter={adapter} with task={task}: adapters are for SAM2 segmentation; use adapter=none")
     if task == "segmentation" and "mask_type" not in cfg.dataset:
         raise ConfigError(
             f"dataset={cfg.dataset.name} with task=segmentation: it holds landmark annotations, not masks; "

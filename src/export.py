@@ -23,6 +23,11 @@ def export(cfg: DictConfig) -> tuple[Path, Path]:
     if not cfg.checkpoint:
         raise ConfigError("checkpoint= is required: a .pt file, a training run folder or an MLflow run id")
     weights = read_trained_checkpoint(str(cfg.checkpoint), cfg.logger.tracking_uri)
+    if "model" not in weights.checkpoint:
+        raise ConfigError(
+            f"checkpoint={cfg.checkpoint} is an adapter folder, which needs its base model to become weights; export "
+            "the training run folder instead (its best.pt holds the adapter merged into the base)"
+        )
     meta = weights.meta
     default = Path(cfg.paths.output_dir) / "exports" / f"{meta.get('model', 'model')}_{meta.get('task', 'sam2')}.pth"
     output = Path(cfg.output) if cfg.output else default

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,6 +52,10 @@ class Task(Protocol):
     def prepare(self, device: torch.device, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
         """Optional one-off work once the starting weights are loaded and before the first evaluation
         (e.g. filling an embedding cache). Called after `datasets`."""
+
+    def after_save(self, run_dir: Path, weights: dict[str, Any], is_best: bool) -> dict[str, float]:
+        """Optional: files that accompany a checkpoint just written from `weights` (e.g. an adapter folder
+        beside new best weights); returns metrics to log (e.g. their size)."""
 
     def collate(self, items: list[Any]) -> Any: ...
 

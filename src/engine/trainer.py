@@ -433,6 +433,9 @@ class Trainer:
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
         self.ckpt.save(weights, training_state, is_best)
+        after_save = getattr(self.task, "after_save", None)  # files beside the checkpoint (an adapter folder)
+        if after_save is not None:
+            self.tracker.log_metrics(after_save(self.run_dir, weights, is_best), state.step)
 
     def _restore(self) -> TrainState:
         """Continue from a checkpoint (`trainer.resume`) or start from other weights (`trainer.init_from`)."""
@@ -494,6 +497,9 @@ class Trainer:
             Path(str(self.cfg.dataset.root)),
             {"train": len(train_set), "val": len(val_set)},
         )
+        trainable, total = (sum(p.numel() for p in params) for params in (self.params, self.module.parameters()))
+        counts = {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total}
+        self.tracker.log_metrics({f"model/{k}": v for k, v in counts.items()}, 0)
         config_file = self.run_dir / "config_resolved.yaml"
         config_file.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         self.tracker.log_artifact(config_file, "config")

@@ -79,3 +79,13 @@ def _same_options(options: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+# The Hugging Face Hub names of the four SAM2.1 sizes: what an adapter folder's adapter_config.json
+# (peft's metadata) gives as its `base_model_name_or_path`
+SAM2_HUB_IDS = {
+    "tiny": "facebook/sam2.1-hiera-tiny",
+    "small": "facebook/sam2.1-hiera-small",
+    "base_plus": "facebook/sam2.1-hiera-base-plus",
+    "large": "facebook/sam2.1-hiera-large",
+}

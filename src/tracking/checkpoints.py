@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from src.errors import CheckpointError
+from src.utils.adapter_folder import is_adapter_folder, read_adapter_folder
 from src.utils.atomic import write_text_atomic
 from src.utils.checkpoint_io import BEST, read_checkpoint, torch_save_atomic, weights_file
 
@@ -31,8 +32,8 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 RUNS_URI = "runs:/"
 CHECKPOINT_ARTIFACT = f"checkpoints/{BEST}"  # where src.train logs a run's best weights
 ACCEPTED = (
-    "expected a weights file (.pt), the run folder of a training run, an MLflow run id (32 hex characters) "
-    f"or a runs:/<run id>/{CHECKPOINT_ARTIFACT} URI"
+    "expected a weights file (.pt), the run folder of a training run, the adapter/ folder of an adapter run, "
+    f"an MLflow run id (32 hex characters) or a runs:/<run id>/{CHECKPOINT_ARTIFACT} URI"
 )
 
 
@@ -92,12 +93,15 @@ def read_export(path: str | Path) -> Weights:
 
 
 def read_trained_checkpoint(spec: str, tracking_uri: str) -> Weights:
-    """Read the weights `checkpoint=<spec>` names (a weights file, an export with its YAML, a run folder,
-    an MLflow run id or URI); MLflow ids and URIs are looked up in `tracking_uri`."""
+    """Read the weights `checkpoint=<spec>` names (a weights file, an export with its YAML, a run folder, an
+    adapter folder, an MLflow run id or URI); MLflow ids and URIs are looked up in `tracking_uri`."""
     text = str(spec).strip()
     path = Path(text).expanduser()
     if path.is_file() and export_spec_path(path).is_file():
         return read_export(path)
+    if is_adapter_folder(path):  # {"adapter": ..., "meta": ...}: applied to its base when the model is built
+        adapter = read_adapter_folder(path)
+        return Weights(adapter, str(path), adapter["meta"].get("mlflow_run_id"))
     if path.exists():
         file = weights_file(path, key="checkpoint")
         found = Weights(read_checkpoint(file), str(file))

@@ -13,8 +13,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def _checkpointed_forward(forward, x: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and x.requires_grad:
+def _checkpointed_forward(block: nn.Module, forward, x: torch.Tensor) -> torch.Tensor:
+    # the block learns (its input does, or it holds trainable weights such as LoRA's): recompute it in backward
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters())):
         return checkpoint(forward, x, use_reentrant=False)
     return forward(x)  # frozen or evaluating: nothing to save memory on
 
@@ -22,4 +23,4 @@ def _checkpointed_forward(forward, x: torch.Tensor) -> torch.Tensor:
 def checkpoint_blocks(blocks: nn.ModuleList) -> None:
     """Make every block recompute its activations in backward; weights and outputs are unchanged."""
     for block in blocks:
-        block.forward = partial(_checkpointed_forward, block.forward)
+        block.forward = partial(_checkpointed_forward, block, block.forward)

@@ -71,6 +71,12 @@ def load_sam2_weights(model: SAM2Base, path: str | Path, model_name: str) -> dic
 
 def apply_sam2_weights(model: SAM2Base, checkpoint: Any, source: str, model_name: str) -> dict:
     """Load an already-read checkpoint, explaining any mismatch with the chosen model size."""
+    model.load_state_dict(checked_sam2_state(model.state_dict(), checkpoint, source, model_name))
+    return {k: v for k, v in checkpoint.items() if k != "model"}
+
+
+def checked_sam2_state(own: dict, checkpoint: Any, source: str, model_name: str) -> dict:
+    """A checkpoint's state dict, checked to fit `own` (a model's state dict) key for key and shape for shape."""
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
@@ -78,7 +84,6 @@ def apply_sam2_weights(model: SAM2Base, checkpoint: Any, source: str, model_name
             f"sam2.1_hiera_*.pt files and this repository's best.pt/last.pt); found {found}"
         )
     state = checkpoint["model"]
-    own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())
     reshaped = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
@@ -93,5 +98,4 @@ def apply_sam2_weights(model: SAM2Base, checkpoint: Any, source: str, model_name
             f"{len(missing)} missing, {len(unexpected)} unexpected (e.g. {example}); "
             f"{describe_sam2_state(state)}"
         )
-    model.load_state_dict(state)
-    return {k: v for k, v in checkpoint.items() if k != "model"}
+    return state

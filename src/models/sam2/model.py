@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig
 from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from src.errors import ConfigError
 from src.models.sam2.activation_checkpointing import checkpoint_blocks
+from src.models.sam2.adapters import EncoderAdapter
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,15 @@ class DecoderOutput:
 class Sam2Model(nn.Module):
     """A SAM2 model with a chosen set of trainable parts; the rest is frozen and kept in eval mode."""
 
-    def __init__(self, sam: SAM2Base, trainable: Sequence[str], gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        sam: SAM2Base,
+        trainable: Sequence[str],
+        gradient_checkpointing: bool = False,
+        adapter: LoraConfig | None = None,
+        model_name: str = "",
+    ):
+        """`adapter`: LoRA on the image encoder's trunk (its base weights frozen); `model_name` is the size it names."""
         super().__init__()
         unknown = sorted(set(trainable) - set(TRAINABLE_PARTS))
         if unknown or not trainable:
@@ -57,8 +68,15 @@ class Sam2Model(nn.Module):
             )
         self.sam = sam
         self.trainable = tuple(part for part in TRAINABLE_PARTS if part in trainable)
+        if adapter is not None and "image_encoder" in self.trainable:
+            raise ConfigError(
+                "adapter=lora with model.trainable including image_encoder: the adapter is there to keep the "
+                "encoder's weights frozen; drop image_encoder from model.trainable, or use adapter=none"
+            )
+        # peft injects its layers in place and freezes everything else; the trainable parts learn as before
+        self.adapter = EncoderAdapter(sam, adapter, model_name) if adapter is not None else None
         for name, param in sam.named_parameters():
-            param.requires_grad_(name.split(".", 1)[0] in self.trainable)
+            param.requires_grad_(name.split(".", 1)[0] in self.trainable or ".lora_" in name)
         self.image_size = int(sam.image_size)
         # Strides 4, 8 and 16 of the Hiera FPN; SAM2ImagePredictor hard-codes them for 1024 px.
         self.feature_sizes = [(self.image_size // s, self.image_size // s) for s in (4, 8, 16)]
@@ -70,13 +88,35 @@ class Sam2Model(nn.Module):
 
     @property
     def encoder_trainable(self) -> bool:
-        return "image_encoder" in self.trainable
+        """Whether the encoder's outputs change while training (trained in full, or adapted)."""
+        return "image_encoder" in self.trainable or self.adapter is not None
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        """`{"model": stock SAM2 state dict}` (an adapter merged in), plus `"adapter"`: how to resume it exactly."""
+        if self.adapter is None:
+            return {"model": self.sam.state_dict()}
+        return {"model": self.adapter.stock_state_dict(merged=True), "adapter": self.adapter.training_state()}
+
+    def stock_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under stock SAM2 names that checkpoints load into (an adapter's base weights)."""
+        return self.sam.state_dict() if self.adapter is None else self.adapter.stock_state_dict(merged=False)
+
+    def load_stock_state_dict(
+        self, state: dict[str, torch.Tensor], saved_adapter: dict[str, Any] | None, source: str
+    ) -> None:
+        """Load stock-named weights; with an adapter, into its base (and its own tensors from `saved_adapter`)."""
+        if self.adapter is None:
+            self.sam.load_state_dict(state)
+        elif saved_adapter is None:
+            self.adapter.load_base(state)
+        else:
+            self.adapter.load_training_state(state, saved_adapter, source)
 
     def train(self, mode: bool = True) -> Sam2Model:
         super().train(mode)
         # frozen parts stay in eval mode so that dropout/drop-path never act on them
         for part in TRAINABLE_PARTS:
-            if part not in self.trainable:
+            if part not in self.trainable and not (part == "image_encoder" and self.adapter is not None):
                 getattr(self.sam, part).eval()
         return self
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.errors import ConfigError
 from src.tasks.segmentation.dataset import SegmentationDataset
 from src.tasks.segmentation.evaluator import Evaluator
-from src.tasks.segmentation.predictor import build_predictor, model_image_size, original_weights
+from src.tasks.segmentation.predictor import build_predictor, merged_adapter_weights, model_image_size, original_weights
 from src.tasks.segmentation.report import (
     FINE_TUNED,
     ORIGINAL,
@@ -37,6 +37,7 @@ def evaluate_segmentation(cfg: DictConfig, tuned: Weights | None) -> Summary:
     goes to the run folder and its own MLflow run, linked to the training run that made the weights."""
     ecfg = cfg.evaluation
     seed_everything(int(ecfg.prompts.seed))  # so that a randomly initialised original model is reproducible
+    tuned = merged_adapter_weights(cfg, tuned) if tuned is not None else None
     if cfg.compare:
         if tuned is None:
             raise ConfigError("compare=true compares the original model with checkpoint=...: give checkpoint=")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from src.models.sam2.adapters import apply_adapter, check_adapter_base
 from src.models.sam2.build import SAM2_IMAGE_SIZE, apply_sam2_weights, build_sam2_model
 from src.models.sam2.embedding_cache import EmbeddingCache, as_image_features, stack_features
 from src.models.sam2.model import ImageFeatures, Sam2Model
@@ -151,7 +152,23 @@ def chosen_weights(cfg: DictConfig) -> Weights:
     if weights is None:
         log.info("using the original (un-tuned) SAM2.1 %s: model.checkpoint=%s", cfg.model.name, cfg.model.checkpoint)
         return original_weights(cfg)
-    return weights
+    return merged_adapter_weights(cfg, weights)
+
+
+def merged_adapter_weights(cfg: DictConfig, weights: Weights) -> Weights:
+    """An adapter folder applied to its base (`model=` and `model.checkpoint`) as stock weights; others as they are."""
+    if weights.checkpoint is None or "adapter" not in weights.checkpoint or "model" in weights.checkpoint:
+        return weights
+    adapter = weights.checkpoint["adapter"]
+    check_adapter_base(adapter, weights.source, cfg.model.name)
+    base = original_weights(cfg)
+    sam = build_sam2_model(cfg.model.sam2_config, model_image_size(cfg, weights))
+    if base.checkpoint is not None:
+        apply_sam2_weights(sam, base.checkpoint, base.source, cfg.model.name)
+    merged = apply_adapter(sam, adapter, weights.source, cfg.model.name)
+    log.info("adapter %s applied to SAM2.1 %s (%s)", weights.source, cfg.model.name, base.source)
+    source = f"{weights.source} on {base.source}"
+    return Weights({"model": merged, "meta": weights.meta}, source, weights.training_run_id)
 
 
 def model_image_size(cfg: DictConfig, weights: Weights) -> int:
@@ -181,7 +198,7 @@ def build_predictor(
 def load_predictor(cfg: DictConfig, weights: Weights | None = None) -> tuple[Sam2Predictor, Weights]:
     """The predictor an inference config asks for (`checkpoint`, `original`, `model`, `device`, `precision`);
     `weights` when the caller has read them already."""
-    weights = weights or chosen_weights(cfg)
+    weights = merged_adapter_weights(cfg, weights) if weights is not None else chosen_weights(cfg)
     device = resolve_device(cfg.device)
     predictor = build_predictor(
         cfg.model, weights, model_image_size(cfg, weights), device, resolve_precision(cfg.precision, device)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from src.engine.task import Evaluation, StepOutput
-from src.models.sam2.build import apply_sam2_weights, build_sam2_model, load_sam2_weights
+from src.models.sam2.adapters import lora_config
+from src.models.sam2.build import build_sam2_model, checked_sam2_state
 from src.models.sam2.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
 from src.models.sam2.model import ImageFeatures, Sam2Model
 from src.models.sam2.weights import resolve_checkpoint
@@ -26,10 +28,13 @@ from src.tasks.segmentation.losses import MaskLoss
 from src.tasks.segmentation.predictor import Sam2Predictor
 from src.tasks.segmentation.prompts import ObjectGenerators, PromptSampler
 from src.utils.atomic import file_lock
+from src.utils.checkpoint_io import read_checkpoint
 from src.utils.distributed import sum_over_ranks
 from src.utils.pictures import grid
 
 log = logging.getLogger(__name__)
+
+ADAPTER_FOLDER = "adapter"  # in the run folder, beside checkpoints/
 
 
 class PromptableSegmenter(nn.Module):
@@ -102,8 +107,16 @@ class SegmentationTask:
         self.cfg = cfg
         self.tcfg = cfg.task
         sam = build_sam2_model(cfg.model.sam2_config, int(cfg.model.image_size))
-        self.model = Sam2Model(sam, list(cfg.model.trainable), bool(cfg.model.get("gradient_checkpointing", False)))
+        self.model = Sam2Model(
+            sam,
+            list(cfg.model.trainable),
+            bool(cfg.model.get("gradient_checkpointing", False)),
+            adapter=lora_config(cfg.adapter, cfg.model.name) if "adapter" in cfg else None,
+            model_name=cfg.model.name,
+        )
         self.use_cache = self.caches_embeddings(cfg)
+        if self.model.adapter is not None:
+            log.info("adapter=%s: embedding cache off (the adapted encoder changes every step)", cfg.adapter.name)
         data = cfg.get("data", {})
         self.num_workers = int(data.get("num_workers", 0))
         self.loss = instantiate(cfg.loss)
@@ -115,7 +128,8 @@ class SegmentationTask:
     def caches_embeddings(cfg: DictConfig) -> bool:
         """Whether `data.cache_embeddings` is on for this config (auto: with a frozen image encoder)."""
         mode = cfg.get("data", {}).get("cache_embeddings", False)
-        return cache_enabled(mode, "image_encoder" in cfg.model.trainable)
+        adapted = cfg.get("adapter", {}).get("name", "none") != "none"
+        return cache_enabled(mode, "image_encoder" in cfg.model.trainable or adapted)
 
     # weights ---------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -124,13 +138,19 @@ class SegmentationTask:
     def load_initial_weights(self) -> None:
         path = resolve_checkpoint(self.cfg.model, self.cfg.paths.cache_dir)
         if path is not None:
-            load_sam2_weights(self.model.sam, path, self.cfg.model.name)
+            self.load_weights(read_checkpoint(path), str(path))
 
     def load_weights(self, checkpoint: dict[str, Any], source: str) -> None:
-        apply_sam2_weights(self.model.sam, checkpoint, source, self.cfg.model.name)
+        """Stock SAM2 weights, or one of our checkpoints; with an adapter they are its base, and a checkpoint
+        of an adapter run restores its base and adapter exactly (resume)."""
+        state = checked_sam2_state(self.model.stock_state_dict(), checkpoint, source, self.cfg.model.name)
+        self.model.load_stock_state_dict(state, checkpoint.get("adapter"), source)
 
     def exported_module(self) -> nn.Module:
-        return self.model.sam
+        if self.model.adapter is None:
+            return self.model.sam
+        # the merged weights are stock SAM2's: a plain SAM2 of this size, without peft's layers
+        return build_sam2_model(self.cfg.model.sam2_config, self.model.image_size)
 
     def export_weights(self) -> dict[str, Any]:
         meta = {
@@ -139,7 +159,19 @@ class SegmentationTask:
             "sam2_config": self.cfg.model.sam2_config,
             "image_size": self.model.image_size,
         }
-        return {"model": self.model.sam.state_dict(), "meta": meta}
+        if self.model.adapter is not None:
+            meta["adapter"] = str(self.cfg.adapter.name)
+        return {**self.model.state_for_checkpoint(), "meta": meta}
+
+    def after_save(self, run_dir: Path, weights: dict[str, Any], is_best: bool) -> dict[str, float]:
+        """With an adapter, new best weights also go to `run_dir/adapter/` (peft's format, with the trained
+        decoder parts); its size on disk is logged, in all and of the adapter's own tensors."""
+        if self.model.adapter is None or not is_best:
+            return {}
+        prefixes = tuple(f"{part}." for part in self.model.trainable)
+        parts = {k: v for k, v in weights["model"].items() if k.startswith(prefixes)}
+        sizes = self.model.adapter.save(run_dir / ADAPTER_FOLDER, weights["meta"], parts)
+        return {f"adapter/{name}_mib": size / 2**20 for name, size in sizes.items()}
 
     # data ------------------------------------------------------------------
     def datasets(self) -> tuple[Dataset, Dataset]:
