@@ -176,6 +176,6 @@ def mlflow_tracker(tracking_uri: str, experiment: str, **overrides):
 
     cfg = OmegaConf.load(PROJECT_ROOT / "conf" / "logger" / "mlflow.yaml")
     given = ("_target_", "tracking_uri", "experiment_name", "artifact_location")  # here, or none
-    settings = {key: value for key, value in cfg.items() if key not in given}
+    settings = {key: value for key, value in OmegaConf.to_container(cfg).items() if key not in given}
     settings["artifact_location"] = None
     return MlflowTracker(tracking_uri, experiment, **{**settings, **overrides})
