@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from benchmarks.inpainting_speed.run import bench_inpainting
 from benchmarks.training_speed.adapters import bench_adapters
-from benchmarks.training_speed.run import bench
+from benchmarks.training_speed.run import bench, with_bench_loss
 from src.cli import hydra_entry
 
 
@@ -20,6 +20,7 @@ from src.cli import hydra_entry
 def main(cfg: DictConfig) -> str:
     if cfg.task.name == "inpainting":  # python -m src.bench experiment=inpaint
         return bench_inpainting(cfg)
+    cfg = with_bench_loss(cfg)
     if cfg.bench.compare == "adapters":  # adapter=none, adapter=lora and full fine-tuning, side by side
         return bench_adapters(cfg)
     return bench(cfg)

@@ -49,7 +49,7 @@ def bench_inpainting(cfg: DictConfig) -> str:
     cfg = copy.deepcopy(cfg)
     OmegaConf.update(cfg, "trainer.max_time", float(cfg.bench.budget_s))
     device = resolve_device(cfg.trainer.device)
-    set_cpu_threads(cfg.trainer.get("cpu_threads"))
+    set_cpu_threads(cfg.trainer.get("cpu_threads"), "trainer.cpu_threads")
     amp = resolve_precision(cfg.trainer.precision, device)
     seed_everything(int(cfg.trainer.seed))
     bench = cfg.bench

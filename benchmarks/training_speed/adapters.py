@@ -80,7 +80,7 @@ def bench_adapters(cfg: DictConfig) -> str:
         )
     check_combination(cfg)
     device = resolve_device(cfg.trainer.device)
-    set_cpu_threads(cfg.trainer.get("cpu_threads"))
+    set_cpu_threads(cfg.trainer.get("cpu_threads"), "trainer.cpu_threads")
     amp_dtype = resolve_precision(cfg.trainer.precision, device)
     run_dir = Path(cfg.paths.run_dir)
     memory = "CUDA allocated" if device.type == "cuda" else "RSS"

@@ -27,9 +27,11 @@ from torch.utils.data import DataLoader
 from benchmarks.training_speed.compare import Curve, Row, headline, seconds_to_target, table
 from benchmarks.training_speed.measure import PeakMemory, profile_table
 from benchmarks.training_speed.seed_loop import SeedLoop
-from src.config import check_combination
+from src.cli import group_choices
+from src.config import PROJECT_ROOT, check_combination
 from src.engine.task import to_device
 from src.engine.trainer import Trainer
+from src.errors import ConfigError
 from src.tasks.segmentation.task import SegmentationTask
 from src.utils.atomic import write_text_atomic
 from src.utils.device import autocast, resolve_device, resolve_precision, set_cpu_threads
@@ -48,7 +50,8 @@ def seed_loop_row(cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype 
     task.module.to(device)
     train, val = task.datasets()
     train.augment = None  # seed 001 does not augment
-    loop = SeedLoop(task.model, train, device, **bench.seed_loop, seed=int(cfg.trainer.seed))
+    iou_weight = float(cfg.loss.iou_weight)  # the loss both loops learn with (bench.loss)
+    loop = SeedLoop(task.model, train, device, **bench.seed_loop, iou_weight=iou_weight, seed=int(cfg.trainer.seed))
     loader = DataLoader(val, batch_size=int(cfg.trainer.batch_size), collate_fn=task.collate)
 
     def validate() -> float:
@@ -117,11 +120,23 @@ def trainer_profile(trainer: Trainer, repeats: int, seed: int) -> str:
     return profile_table(step, repeats)
 
 
+def with_bench_loss(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the segmentation loss `bench.loss` names (a conf/loss/ choice), so every loop compared
+    learns with the same one; chosen here rather than in the defaults list, which an inpainting bench
+    (no `loss` group) shares."""
+    name = str(cfg.bench.loss)
+    if name not in group_choices("loss"):
+        raise ConfigError(f"bench.loss={name}: expected one of {group_choices('loss')} (conf/loss/)")
+    chosen = copy.deepcopy(cfg)
+    OmegaConf.update(chosen, "loss", OmegaConf.load(PROJECT_ROOT / "conf" / "loss" / f"{name}.yaml"), merge=False)
+    return chosen
+
+
 def bench(cfg: DictConfig) -> str:
     """Run (a) and (b), write bench.md into the run folder; return the table."""
     check_combination(cfg)
     device = resolve_device(cfg.trainer.device)
-    set_cpu_threads(cfg.trainer.get("cpu_threads"))  # the same for both loops
+    set_cpu_threads(cfg.trainer.get("cpu_threads"), "trainer.cpu_threads")  # the same for both loops
     amp_dtype = resolve_precision(cfg.trainer.precision, device)
     run_dir = Path(cfg.paths.run_dir)
     budget = float(cfg.bench.budget_s)
