@@ -78,6 +78,11 @@ def test_comparison_prints_seed_001s_table_and_writes_the_report(compared):
     assert (report / "clicks.png").is_file() and "NoC@90" in (report / "summary.md").read_text()
 
 
+def replayed_points(prompt: str) -> list:
+    """The clicks of a per_image.csv prompt, as `src.predict` reads them."""
+    return parse_points(compose_config("predict", shlex.split(prompt)).points)
+
+
 def test_every_object_gets_the_same_prompts_under_both_models(compared):
     report, _ = compared
     rows = rows_of(report / "per_image.csv")
@@ -91,7 +96,8 @@ def test_every_object_gets_the_same_prompts_under_both_models(compared):
     for (mode, _, _), pair in by_key.items():
         original, tuned = pair["original"]["prompt"], pair["fine-tuned"]["prompt"]
         if mode == "clicks":  # later clicks answer each model's own mistakes; the first is the object's centre
-            assert original.split(";")[0] == tuned.split(";")[0] and len(tuned.split(";")) == 3
+            original_clicks, tuned_clicks = replayed_points(original), replayed_points(tuned)
+            assert original_clicks[0] == tuned_clicks[0] and len(tuned_clicks) == 3
             ious = [float(v) for v in pair["fine-tuned"]["ious_per_click"].split(";")]
             assert ious[-1] == pytest.approx(float(pair["fine-tuned"]["iou"]), abs=1e-4)
         else:

@@ -200,7 +200,7 @@ def test_the_inference_entry_configs_compose_with_every_group_choice():
         for dataset in choices("dataset"):
             cfg = compose_config("evaluate", [f"model={model}", f"dataset={dataset}", "paths.run_dir=/tmp/x"])
             OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-            assert cfg.model.image_size is None and cfg.split == "val"
+            assert cfg.model.image_size is None and cfg.split == cfg.dataset.val_split  # "eval" for inpainting
         cfg = compose_config("predict", [f"model={model}", "paths.run_dir=/tmp/x"])
         assert OmegaConf.to_container(cfg, resolve=True)["ui"]["host"] == "127.0.0.1"
         for settings in choices("automask"):
