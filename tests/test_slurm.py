@@ -253,24 +253,3 @@ def test_the_readme_example_runs_as_printed_on_a_small_node(slurm, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3  # the parent and both jobs
 
-
-def test_a_request_no_node_can_run_is_refused_and_ends_the_sweep_run_failed(slurm, tmp_path):
-    """More CPUs per task than any node has (the GPU-node defaults on a laptop): a clear line, no job."""
-    args = ["-m", *FAST_RUN, *isolated_paths(tmp_path), f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    args += [
-        "optimizer.lr=1e-4,1e-3",
-        "launcher=slurm",
-        "hydra.launcher.gpus_per_node=0",
-        "hydra.launcher.cpus_per_task=64",
-    ]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.train", *args], cwd=PROJECT_ROOT, env=slurm, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    text = result.stdout + result.stderr
-    assert result.returncode != 0 and "hydra.launcher.cpus_per_task=64" in text, text[-3000:]
-    assert re.search(r"the largest node of partition \(default\) has \d+: set hydra.launcher.cpus_per_task=\d+", text)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    (parent,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
-    assert parent.info.status == "FAILED" and "cpus_per_task=64" in parent.data.tags["sweep.failure"]
-    assert not (tmp_path / "sweep" / ".submitit").exists() or not list((tmp_path / "sweep" / ".submitit").iterdir())
