@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.config import PROJECT_ROOT
+from src.config import PROJECT_ROOT, group_choices
 from src.errors import SamtuneError
 from src.utils.device import set_cpu_threads
 
@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 def command_line_overrides() -> list[str]:
     """The key=value overrides of the running command (empty outside a Hydra app)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def group_choices(group: str) -> list[str]:
-    """The choices of a config group: the YAML files in conf/<group>/."""
-    return sorted(path.stem for path in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
 
 
 def with_checkpoint_choices(cfg: DictConfig, meta: dict[str, Any], source: str) -> DictConfig:

@@ -75,6 +75,11 @@ def check_training_numbers(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value}: {expected}")
 
 
+def group_choices(group: str) -> list[str]:
+    """The choices of a config group: the YAML files in conf/<group>/."""
+    return sorted(path.stem for path in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
+
+
 def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
     """`cfg` with `task` set to conf/task/<task>.yaml when the command did not choose a task.
 
@@ -83,7 +88,7 @@ def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
     """
     if cfg.get("task") is not None:
         return cfg
-    known = sorted(path.stem for path in (PROJECT_ROOT / "conf" / "task").glob("*.yaml"))
+    known = group_choices("task")
     if task not in known:
         raise ConfigError(f"task {task!r}: expected one of {known}")
     settings = OmegaConf.load(PROJECT_ROOT / "conf" / "task" / f"{task}.yaml")

@@ -27,8 +27,7 @@ from torch.utils.data import DataLoader
 from benchmarks.training_speed.compare import Curve, Row, headline, seconds_to_target, table
 from benchmarks.training_speed.measure import PeakMemory, profile_table
 from benchmarks.training_speed.seed_loop import SeedLoop
-from src.cli import group_choices
-from src.config import PROJECT_ROOT, check_combination
+from src.config import PROJECT_ROOT, check_combination, group_choices
 from src.engine.task import to_device
 from src.engine.trainer import Trainer
 from src.errors import ConfigError

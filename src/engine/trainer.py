@@ -39,7 +39,7 @@ from src.engine.stop_signals import StopSignals
 from src.engine.task import StepOutput, Task, to_device
 from src.engine.timing import RunTiming
 from src.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
-from src.tracking.params import comparable_params, group_choices
+from src.tracking.params import command_choices, comparable_params
 from src.tracking.runs import MlflowTracker
 from src.utils.checkpoint_io import read_checkpoint, weights_file
 from src.utils.device import autocast
@@ -490,7 +490,7 @@ class Trainer:
             return
         state.mlflow_run_id = self.tracker.start(run_name, tags)
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
-        self.tracker.log_params(comparable_params(resolved, group_choices()))
+        self.tracker.log_params(comparable_params(resolved, command_choices()))
         train_set, val_set = self.train_loader.dataset, self.val_loader.dataset
         self.tracker.log_dataset(
             str(self.cfg.dataset.name),

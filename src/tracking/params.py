@@ -18,7 +18,7 @@ PROVENANCE_GROUPS = ("paths", "hydra", "logger")  # where a run's files go, not 
 PROVENANCE_SUFFIXES = ("_url", "_sha256", "_bytes", "_dir", "root", "_target_", "_partial_")
 
 
-def group_choices() -> dict[str, str]:
+def command_choices() -> dict[str, str]:
     """The running command's choice of each config group (`model` -> `small`); empty outside Hydra."""
     if not HydraConfig.initialized():
         return {}

@@ -30,11 +30,6 @@ def is_adapter_folder(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
-def folder_size(path: str | Path) -> int:
-    """Bytes on disk of the files in a folder."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def read_adapter_folder(path: str | Path) -> dict[str, Any]:
     """`{"adapter": {"config", "tensors", "parts"}, "meta": {...}}` of an adapter folder."""
     path = Path(path)

@@ -28,8 +28,9 @@ from torch import nn
 
 from src.errors import CheckpointError, ConfigError
 from src.models.registry import SAM2_HUB_IDS
-from src.utils.adapter_folder import ADAPTER_CONFIG, ADAPTER_META, ADAPTER_WEIGHTS, TRAINED_PARTS, folder_size
+from src.utils.adapter_folder import ADAPTER_CONFIG, ADAPTER_META, ADAPTER_WEIGHTS, TRAINED_PARTS
 from src.utils.atomic import atomic_dir
+from src.utils.folders import folder_size
 
 log = logging.getLogger(__name__)
 
