@@ -26,6 +26,7 @@ from src.engine.trainer import data_parallel_loss
 from src.errors import TrainingInterrupted
 from src.tasks.segmentation.prompts import BOX, POINT, ObjectGenerators, PromptSampler
 from src.tasks.segmentation.task import SegmentationTask
+from src.utils.checkpoint_io import read_checkpoint
 from src.utils.distributed import World, data_parallel, first_host, process_group, world_from_environment
 from src.utils.seeding import seed_everything, torch_generator
 from tests.helpers import FAST_RUN, free_port, from_conf
@@ -181,7 +182,7 @@ def test_torchrun_with_two_processes_trains_like_one_process_with_the_same_globa
         (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])  # rank 0 alone logs
         history = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
                    for key in ("val/dice", "val/miou", "train/loss")}  # fmt: skip
-        weights = torch.load(folder / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+        weights = read_checkpoint(folder / "run" / "checkpoints" / "last.pt")["model"]
         runs[name] = (run, history, weights)
     (single_run, single, single_weights), (ddp_run, ddp, ddp_weights) = runs["single"], runs["ddp"]
     assert ddp_run.data.tags["processes"] == "2" and single_run.data.tags["processes"] == "1"

@@ -23,6 +23,7 @@ from src.models.sam2.build import build_sam2_model
 from src.models.sam2.model import Sam2Model
 from src.tasks.segmentation.predictor import merged_adapter_weights
 from src.tracking.checkpoints import read_trained_checkpoint
+from src.utils.checkpoint_io import read_checkpoint
 from tests.helpers import FAST_RUN, compose_config, isolated_paths, run_module
 
 TINY = SAM2_CONFIGS["tiny"]
@@ -201,14 +202,17 @@ def test_the_run_logs_the_cache_off_parameter_counts_and_adapter_size(lora_run):
 
 
 def test_the_merged_checkpoint_loads_in_stock_sam2(lora_run, sam2_hydra):
-    last = lora_run["run"] / "checkpoints" / "last.pt"  # after 4 steps (best.pt may be step 0's untrained model)
-    stock = build_sam2(TINY, str(last), device="cpu", hydra_overrides_extra=["++model.image_size=128"])
-    ours = torch.load(last, weights_only=True)
+    # after 4 steps (best.pt may be step 0's untrained model); last.pt may hold only what changed since best.pt
+    last = read_checkpoint(lora_run["run"] / "checkpoints" / "last.pt")
     base = torch.load(lora_run["base"], weights_only=True)["model"]
     qkv = "image_encoder.trunk.blocks.3.attn.qkv.weight"
-    assert not torch.equal(ours["model"][qkv], base[qkv])  # the adapter is merged in
+    assert not torch.equal(last["model"][qkv], base[qkv])  # the adapter is merged in
+    best = lora_run["run"] / "checkpoints" / "best.pt"
+    stock = build_sam2(TINY, str(best), device="cpu", hydra_overrides_extra=["++model.image_size=128"])
+    ours = torch.load(best, weights_only=True)
     for key, value in stock.state_dict().items():
         assert torch.equal(value, ours["model"][key]), key
+    assert ours["model"].keys() == last["model"].keys()
     predictor = SAM2ImagePredictor(stock)
     predictor._bb_feat_sizes = [(32, 32), (16, 16), (8, 8)]
     predictor.set_image(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
@@ -240,8 +244,8 @@ def test_resume_restores_the_adapter_exactly(lora_run, tmp_path):
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     second = run_module("src.train", lora_run_args(tmp_path, lora_run["base"], "trainer.max_steps=4"))
     assert second.returncode == 0 and "resuming from" in second.stdout + second.stderr
-    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    straight = torch.load(lora_run["run"] / "checkpoints" / "last.pt", weights_only=True)
+    resumed = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    straight = read_checkpoint(lora_run["run"] / "checkpoints" / "last.pt")
     for part in ("base", "tensors"):
         assert resumed["adapter"][part].keys() == straight["adapter"][part].keys()
         for key, value in straight["adapter"][part].items():

@@ -9,6 +9,9 @@ from mlflow.tracking import MlflowClient
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+from src.utils.checkpoint_io import read_checkpoint
+from src.utils.folders import folder_size
+
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
@@ -97,6 +100,9 @@ def test_the_run_folder_holds_checkpoints_samples_and_log(finished_run):
     run_dir = tmp / "run"
     names = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert names == {"best.pt", "last.pt", "last_state.pt", "step_000000004"}  # the top three link into the step
+    # the frozen encoder is stored once: best.pt, the training state, and a last.pt of the decoder's changes
+    sizes = {name: (run_dir / "checkpoints" / name).stat().st_size for name in names - {"step_000000004"}}
+    assert folder_size(run_dir / "checkpoints") < 1.3 * sizes["best.pt"] + sizes["last_state.pt"]
     state = torch.load(run_dir / "checkpoints" / "last_state.pt", weights_only=True)
     assert state["step"] == 4 and state["train_state"]["mlflow_run_id"]
     assert "optimizer" in state and "rng" in state and "model:" in state["config"]
@@ -117,8 +123,9 @@ def test_resume_continues_from_the_saved_step_in_the_same_mlflow_run(train_run, 
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run_id, "val/miou")] == [0, 2, 4]
     # an interrupted-and-resumed run ends with exactly the weights of an uninterrupted one
-    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    straight = torch.load(finished_run[0] / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    resumed = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    straight = read_checkpoint(finished_run[0] / "run" / "checkpoints" / "last.pt")["model"]
+    assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.allclose(resumed[key], straight[key], atol=1e-6), key
     again = train_run("trainer.max_steps=4", "optimizer.lr=1e-4", "trainer.resume=false")

@@ -1,6 +1,7 @@
 """Schedules, Schedule-Free's evaluation weights, checkpoint files and MLflow batching."""
 
 import math
+import os
 
 import pytest
 import schedulefree
@@ -11,7 +12,8 @@ from src.engine.optimizers import current_lr, eval_weights, is_schedule_free
 from src.engine.schedules import Constant, CosineWarmRestarts, WarmupCosine
 from src.errors import CheckpointError
 from src.tracking.runs import flatten
-from src.utils.checkpoint_io import weights_file
+from src.utils.checkpoint_io import read_checkpoint, torch_save_atomic, weights_file
+from src.utils.folders import folder_size
 from tests.helpers import mlflow_tracker
 
 
@@ -109,3 +111,34 @@ def test_metrics_are_sent_in_batches(tmp_path):
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["k"] == "v"
     assert run.info.artifact_uri.startswith((tmp_path / "art").as_uri())
+
+
+def test_frozen_weights_are_stored_once_and_last_reads_whole(tmp_path):
+    """A frozen encoder: last.pt keeps the trained decoder and a checked reference to best.pt's encoder."""
+    model = {"encoder.weight": torch.randn(512, 1024), "encoder.norm": torch.ones(1024)}
+    model["decoder.weight"] = torch.zeros(64)
+
+    def weights(step: int) -> dict:
+        return {"model": {k: v.clone() for k, v in model.items()}, "meta": {"step": step}}
+
+    ckpt = CheckpointDir(tmp_path / "checkpoints")
+    ckpt.save(weights(0), {"step": 0}, is_best=True)
+    assert os.path.samefile(ckpt.best, ckpt.last)  # one file while last is the best
+    model["decoder.weight"] += 0.01  # what training moves; the encoder stays
+    ckpt.save(weights(2), {"step": 2}, is_best=False)
+    best_bytes, last_bytes = ckpt.best.stat().st_size, ckpt.last.stat().st_size
+    assert last_bytes < 0.05 * best_bytes
+    assert folder_size(ckpt.directory) < 1.1 * best_bytes  # was best + a full last: twice the encoder
+    assert torch.load(ckpt.best, weights_only=True)["meta"]["step"] == 0  # complete, as stock SAM2 reads it
+    loaded, state = ckpt.load()
+    assert state["step"] == 2 and loaded["meta"] == {"step": 2}
+    assert loaded["model"].keys() == model.keys()
+    for key, value in model.items():
+        assert torch.equal(loaded["model"][key], value), key
+    assert torch.equal(read_checkpoint(ckpt.last)["model"]["decoder.weight"], model["decoder.weight"])
+
+    edited = weights(0)
+    edited["model"]["encoder.norm"][0] = -1.0
+    torch_save_atomic(edited, ckpt.best)  # best.pt replaced by hand: last.pt can no longer be completed
+    with pytest.raises(CheckpointError, match=r"last\.pt holds only the weights that changed since .*best\.pt"):
+        read_checkpoint(ckpt.last)

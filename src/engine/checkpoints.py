@@ -8,8 +8,13 @@ users share weights, not optimizer moments.
 Weights and state commit as one unit: both are written into a hidden folder that becomes
 `step_NNNNNNNNN/` in one rename, and the previous step folder is removed only after that. A kill at
 any moment leaves a complete step folder to resume from. `last.pt`, `last_state.pt` and `best.pt`
-at the top are hard links into the step folders (no second copy on disk), refreshed after each
-commit and on the next start, so tools keep reading the same paths.
+at the top are hard links into the newest step folder (no second copy on disk), refreshed after
+each commit and on the next start, so tools keep reading the same paths.
+
+Frozen weights are stored once: each step folder holds the run's `best.pt` (written at a new best,
+else a hard link to the current one), and a `last.pt` that is not the best holds only the tensors
+that differ from it, plus a reference with their digest (`src.utils.checkpoint_io.read_checkpoint`
+makes it whole). At a new best `last.pt` is a hard link to `best.pt`.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from src.errors import CheckpointError
 from src.utils.atomic import atomic_dir, atomic_path, remove_stray_temporaries
-from src.utils.checkpoint_io import BEST, LAST, STATE, read_checkpoint, torch_save_atomic
+from src.utils.checkpoint_io import BASE, BEST, LAST, STATE, read_checkpoint, tensors_digest, torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +94,27 @@ class CheckpointDir:
             self._link_top(folders[-1])
 
     def _link_top(self, folder: Path) -> None:
-        for name in (STATE, LAST):
+        for name in (BEST, STATE, LAST):
+            if not (folder / name).exists():  # step folders from before best.pt lived in them
+                continue
             if not (self.directory / name).exists() or not os.path.samefile(folder / name, self.directory / name):
                 _link(folder / name, self.directory / name)
+
+    def _write_weights(self, weights: dict[str, Any], is_best: bool, folder: Path) -> None:
+        """`best.pt` (new, or the current one linked) and `last.pt` into `folder`: a link to the best, or
+        the tensors that differ from it with a reference to the rest."""
+        if is_best or not self.best.is_file():
+            torch_save_atomic(weights, folder / (BEST if is_best else LAST))
+            if is_best:
+                _link(folder / BEST, folder / LAST)
+            return
+        _link(self.best, folder / BEST)
+        base = torch.load(folder / BEST, map_location="cpu", weights_only=True, mmap=True).get("model", {})
+        model = weights["model"]
+        same = [key for key, value in model.items() if key in base and _identical(base[key], value)]
+        reference = {"file": BEST, "keys": same, "sha256": tensors_digest(model, same)}
+        changed = {key: value for key, value in model.items() if key not in set(same)}
+        torch_save_atomic({**weights, "model": changed, "meta": {**weights["meta"], BASE: reference}}, folder / LAST)
 
     def save(self, weights: dict[str, Any], state: dict[str, Any], is_best: bool) -> None:
         """Commit weights and state as one step folder, then relink `last` (and `best` when it improved)."""
@@ -102,10 +127,8 @@ class CheckpointDir:
             suffix += 1
         folder = self.directory / name
         with atomic_dir(folder) as tmp:
-            torch_save_atomic(weights, tmp / LAST)
+            self._write_weights(weights, is_best, tmp)
             torch_save_atomic(state, tmp / STATE)
-        if is_best:
-            _link(folder / LAST, self.best)
         self._link_top(folder)
         for old in previous:
             shutil.rmtree(old, ignore_errors=True)
@@ -124,6 +147,14 @@ class CheckpointDir:
                 f"was interrupted while saving. Start a new run with trainer.init_from={self.best} to keep the weights"
             )
         return weights, state
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit for bit (torch.equal takes -0.0 for 0.0 and never NaN for NaN)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    as_bytes = [t.detach().cpu().contiguous().reshape(-1).view(torch.uint8) for t in (a, b)]
+    return torch.equal(*as_bytes)
 
 
 def find_checkpoint_dir(path: str | Path) -> CheckpointDir:

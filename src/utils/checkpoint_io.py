@@ -1,7 +1,13 @@
-"""Saving and loading checkpoints: atomically, and without unpickling code."""
+"""Saving and loading checkpoints: atomically, and without unpickling code.
+
+A `last.pt` may hold only the tensors that changed since the `best.pt` beside it, with a reference
+(`meta.weights_base`: the file, the keys it provides and their sha256), so that frozen weights are
+stored once per run; `read_checkpoint` returns it whole, checked against the digest.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -15,6 +21,17 @@ from src.utils.atomic import atomic_path
 
 # a run's checkpoints/ folder: best and last weights, and the training state beside last
 BEST, LAST, STATE = "best.pt", "last.pt", "last_state.pt"
+BASE = "weights_base"  # meta entry of a weights file that takes its unchanged tensors from another file
+
+
+def tensors_digest(tensors: dict[str, Any], keys: list[str]) -> str:
+    """sha256 over the named tensors' names, dtypes, shapes and bytes (bit-exact, unlike torch.equal)."""
+    digest = hashlib.sha256()
+    for key in keys:
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def torch_save_atomic(obj: Any, dest: str | os.PathLike) -> Path:
@@ -48,7 +65,28 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"checkpoint {path} holds a {type(loaded).__name__}; expected a dict such as {{'model': state_dict}}"
         )
+    meta = loaded.get("meta")
+    if isinstance(meta, dict) and BASE in meta:
+        return _completed(loaded, path, meta[BASE])
     return loaded
+
+
+def _completed(partial: dict, path: Path, reference: Any) -> dict:
+    """A weights file holding only what changed since its base (the best.pt beside it), made whole."""
+    valid = isinstance(reference, dict) and {"file", "keys", "sha256"} <= set(reference)
+    if not valid or Path(str(reference["file"])).name != reference["file"]:
+        raise CheckpointError(f"checkpoint {path}: meta.{BASE} must name a file beside it, its keys and their sha256")
+    base_path = path.parent / reference["file"]
+    base = read_checkpoint(base_path).get("model", {})
+    keys = list(reference["keys"])
+    if any(key not in base for key in keys) or tensors_digest(base, keys) != reference["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path} holds only the weights that changed since {base_path}, and that file no longer "
+            "holds the others (it was replaced or edited); load the step folder's own best.pt, or resume from "
+            "an earlier copy of the run folder"
+        )
+    meta = {key: value for key, value in partial["meta"].items() if key != BASE}
+    return {**partial, "model": {**{key: base[key] for key in keys}, **partial["model"]}, "meta": meta}
 
 
 def weights_file(path: str | Path, key: str = "trainer.init_from") -> Path:

@@ -16,8 +16,13 @@ def folder_digest(root: Path) -> str:
 
 
 def folder_size(root: Path) -> int:
-    """Bytes of every file under `root`."""
-    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+    """Bytes of the files under `root`, a file with several hard links (checkpoints) counted once."""
+    sizes = {}
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            sizes[(stat.st_dev, stat.st_ino)] = stat.st_size
+    return sum(sizes.values())
 
 
 def human_size(size: float) -> str:
