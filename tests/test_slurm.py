@@ -253,3 +253,24 @@ def test_the_readme_example_runs_as_printed_on_a_small_node(slurm, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3  # the parent and both jobs
 
+
+
+def test_a_request_no_node_can_run_is_refused_before_submitting_and_fails_the_sweep_run(slurm, tmp_path):
+    """More CPUs per task than the node has (the GPU-node defaults on a laptop): one line, no job."""
+    args = ["-m", *FAST_RUN, *isolated_paths(tmp_path), f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args += ["optimizer.lr=1e-4,1e-3", "launcher=slurm", "hydra.launcher.gpus_per_node=0"]
+    args += ["hydra.launcher.cpus_per_task=64", "hydra.launcher.mem_gb=1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", *args], cwd=PROJECT_ROOT, env=slurm, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    text = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in text, text[-3000:]
+    (line,) = [line for line in text.splitlines() if "ConfigError" in line]
+    found = re.search(r"its largest, \S+, has (\d+) CPUs.*: set hydra\.launcher\.cpus_per_task=(\d+) \(asked 64", line)
+    assert found and found[1] == found[2], line
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert parent.info.status == "FAILED" and "cpus_per_task" in parent.data.tags["sweep.failure"]
+    assert f"cpus_per_task={found[2]} (asked 64)" in parent.data.tags["sweep.failure"]
+    assert not (tmp_path / "sweep" / ".submitit").exists()  # nothing was submitted

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.core.plugins import Plugins
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
+from hydra_plugins.samtune_launcher.nodes import Node, check_request, gpu_count
 from src.data import synthetic
 from src.errors import ConfigError
 from src.tracking.sweeps import PARENT_TAG, SWEEP_FILE, MlflowSweepCallback, check_direction
@@ -172,12 +175,30 @@ def test_parallel_jobs_generate_the_synthetic_dataset_once(tmp_path, monkeypatch
 
 def test_launcher_presets_wrap_submitit_with_every_cluster_setting_in_config(compose_cfg):
     slurm = compose_cfg(["launcher=slurm", "hydra.launcher.partition=gpu"], hydra_config=True).hydra.launcher
-    assert slurm._target_.endswith("submitit_launcher.SlurmLauncher") and slurm.partition == "gpu"
+    assert slurm._target_ == "hydra_plugins.samtune_launcher.launcher.CheckedSlurmLauncher" and slurm.partition == "gpu"
+    # Hydra instantiates only the launchers its plugin scan found: ours is one, and it is submitit's
+    assert issubclass(Plugins.instance().class_name_to_class[slurm._target_], SlurmLauncher)
     settings = {"account", "qos", "timeout_min", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb"}
     assert settings | {"array_parallelism", "setup", "max_num_timeout", "signal_delay_s"} <= set(slurm)
     local = compose_cfg(["launcher=local"], hydra_config=True).hydra.launcher
     assert local._target_.endswith("submitit_launcher.LocalLauncher")
     assert compose_cfg([], hydra_config=True).hydra.launcher._target_.endswith("BasicLauncher")
+
+
+def test_a_request_is_checked_against_the_partition_nodes_naming_the_key_to_change():
+    nodes = [Node("cpu1", 2, 1900, gpu_count("(null)")), Node("gpu1", 16, 64000, gpu_count("gpu:a100:4(S:0-1)"))]
+    request = {"partition": None, "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 8, "mem_gb": 64, "gpus_per_node": 1}
+    check_request({**request, "mem_gb": 60}, nodes)  # fits gpu1
+    with pytest.raises(ConfigError) as refused:
+        check_request({**request, "cpus_per_task": 64}, nodes)
+    message = str(refused.value)
+    assert "\n" not in message and "its largest, gpu1, has 16 CPUs, 62.5 GB, 4 GPUs" in message
+    assert "set hydra.launcher.cpus_per_task=16 (asked 64), hydra.launcher.mem_gb=62 (asked 64)" in message
+    with pytest.raises(ConfigError, match=r"gpus_per_node=4 \(asked 8\)"):
+        check_request({**request, "mem_gb": 1, "gpus_per_node": 8}, nodes)
+    with pytest.raises(ConfigError, match=r"cpus_per_task=1 \(asked 4 x tasks_per_node=4\)"):
+        check_request({**request, "mem_gb": 1, "tasks_per_node": 4, "cpus_per_task": 4, "gpus_per_node": 0}, nodes[:1])
+    assert gpu_count("gpu:a100:2(S:0-1),gpu:v100:1,shard:8") == 3
 
 
 # ---------------------------------------------------------------- a real MLflow server

@@ -132,12 +132,10 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        record_file = sweep_dir / SWEEP_FILE
-        if not record_file.is_file():
+        parent = parent_run(config)
+        if parent is None:
             return
-        record = json.loads(record_file.read_text())
-        tracker: MlflowTracker = instantiate(config.logger)
-        tracker.start("", {}, run_id=record["parent_run_id"])
+        tracker, record = parent
         monitor, mode = config.trainer.early_stopping.monitor, config.trainer.early_stopping.mode
         children = child_runs(tracker, record["parent_run_id"])
         summary = SweepSummary(children, record["swept"], monitor, mode)
@@ -153,6 +151,29 @@ class MlflowSweepCallback(Callback):
             tracker.set_tags({"best.run_id": best.info.run_id, "best.run_name": best.info.run_name})
             tracker.log_metrics({f"best/{monitor}": summary.value(best)}, step=0)
         tracker.finish("FINISHED")
+
+
+def parent_run(config: DictConfig) -> tuple[MlflowTracker, dict[str, Any]] | None:
+    """The sweep's parent run reopened, and its record (`mlflow_sweep.json`); None when it has none."""
+    record_file = Path(str(config.hydra.sweep.dir)) / SWEEP_FILE
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    tracker: MlflowTracker = instantiate(config.logger)
+    tracker.start("", {}, run_id=record["parent_run_id"])
+    return tracker, record
+
+
+def end_sweep_run(config: DictConfig, status: str, reason: str) -> None:
+    """A launch that failed (a refused request, a failed submission or job): the sweep's parent run
+    ends with `status` and the reason in its `sweep.failure` tag, instead of staying RUNNING."""
+    parent = parent_run(config)
+    if parent is None:
+        return
+    tracker, _ = parent
+    tracker.set_tags({"sweep.failure": reason[:5000]})
+    tracker.finish(status)
+    log.error("the sweep's launch failed; its MLflow run %s is marked %s", tracker.run_id, status)
 
 
 def child_runs(tracker: MlflowTracker, parent_run_id: str) -> list[Run]:
