@@ -6,11 +6,17 @@ import re
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 import mlflow.pytorch
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
+from src.tasks.segmentation.user_prompts import format_prompt
 from src.tracking.params import comparable_params
 from tests.helpers import FAST_RUN, isolated_paths, run_module
 
@@ -96,3 +102,25 @@ def test_the_best_model_is_registered_and_loads_with_mlflow_pytorch(tracked_run)
     model = mlflow.pytorch.load_model("models:/shapes/1")
     best = torch.load(tmp / "run" / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(value, best[key]) for key, value in model.state_dict().items())
+
+
+def test_the_registered_model_predicts_masks_through_pyfunc_from_plain_tensors(tracked_run, tmp_path):
+    client = tracked_run[1]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    flavour = Model.load("models:/shapes/1").flavors["python_function"]
+    assert flavour["loader_module"] == "src.tasks.segmentation.pyfunc" and flavour["data"].endswith("best.pt")
+    model = mlflow.pyfunc.load_model("models:/shapes/1")
+    file = tmp_path / "shapes.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(file)
+    array = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    printed = format_prompt(torch.tensor([[10.0, 20.0], [60.0, 70.0], [50.0, 40.0]]), torch.tensor([2, 3, 1]))
+    frame = pd.DataFrame(
+        {
+            "image": [str(file), str(file), array],
+            "prompt": [printed, "box=10,20,60,70 points=50,40", "points=[[30,20,1],[5,5,0]]"],
+        }
+    )
+    out = model.predict(frame)
+    assert [mask.shape for mask in out["mask"]] == [(90, 120), (90, 120), (48, 64)]
+    assert all(mask.dtype == bool for mask in out["mask"]) and out["score"].between(-1, 2).all()
+    assert np.array_equal(out["mask"][0], out["mask"][1])  # the printed and the typed form: the same prompt

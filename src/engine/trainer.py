@@ -516,7 +516,7 @@ class Trainer:
         if self.ckpt.best.exists() and self.tracker.register_as:
             best = copy.deepcopy(self.task.exported_module()).cpu()
             best.load_state_dict(read_checkpoint(self.ckpt.best)["model"])
-            version = self.tracker.register_model(best)
+            version = self.tracker.register_model(best, self.ckpt.best)
             self.tracker.set_tags({"registered_model": f"{self.tracker.register_as}/{version}"})
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})
         if curves is not None:

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.models import Model
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from torch import nn
 
 from src.errors import TrackingError, first_line
+from src.tracking import registered_model
 from src.utils.atomic import file_lock
 from src.utils.folders import folder_digest
 
@@ -196,14 +197,21 @@ class MlflowTracker:
         )
         self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
-    def register_model(self, module: nn.Module) -> str:
-        """`module` as an MLflow PyTorch model of this run, registered as `register_as` (the Models page
-        lists it; `mlflow.pytorch.load_model("models:/NAME/VERSION")` loads it). MLflow pickles the module:
-        load registered models from a registry you trust. Returns the new version."""
+    def register_model(self, module: nn.Module, checkpoint: Path) -> str:
+        """`module` and its `checkpoint` (best.pt) as an MLflow model of this run, registered as
+        `register_as` (the Models page lists it): `mlflow.pytorch.load_model("models:/NAME/VERSION")`
+        returns the module (pickled: load it from a registry you trust), and for segmentation
+        `mlflow.pyfunc.load_model(...).predict(frame)` returns masks from the checkpoint's tensors
+        (src.tracking.registered_model). Returns the new version."""
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(  # pt2 would trace forward(), which SAM2Base does not have
-                module, name="model", registered_model_name=self.register_as, serialization_format="pickle"
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=registered_model,
+                registered_model_name=self.register_as,
+                module=module,
+                checkpoint=str(checkpoint),
             )
         version = str(info.registered_model_version)
         log.info("registered the best model as %s version %s (%s)", self.register_as, version, info.model_uri)

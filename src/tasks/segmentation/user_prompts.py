@@ -9,12 +9,13 @@ so any row of evaluation's CSV and the click page's replay line run as printed.
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
 import torch
 
-from src.data.user_input import BOX_HINT, Box, parse_numbers
+from src.data.user_input import BOX_HINT, Box, parse_box, parse_numbers
 from src.errors import PromptError
 from src.tasks.segmentation.prompts import (
     LABEL_BOX_BOTTOM_RIGHT,
@@ -89,3 +90,18 @@ def format_prompt(points: torch.Tensor, labels: torch.Tensor) -> str:
     if clicks:
         parts.append(f"points=[{','.join(clicks)}]")
     return " ".join(shlex.quote(part) for part in parts)
+
+
+def parse_prompt(text: str) -> tuple[list[Point], Box | None]:
+    """`format_prompt`'s text (`'box=[x0,y0,x1,y1]' 'points=[[x,y,l],...]'`), or the plain forms people type
+    (`points=320,200;100,50,0 box=1,2,3,4`), back to points and a box."""
+    values: dict[str, Any] = {}
+    for word in shlex.split(text):
+        key, sep, value = word.partition("=")
+        if not sep or key not in ("points", "box"):
+            raise PromptError(f"prompt {text!r}: {word!r} is not points=... or box=...; {POINTS_HINT}; {BOX_HINT}")
+        try:
+            values[key] = json.loads(value) if value.startswith("[") else value.strip("'\"")
+        except json.JSONDecodeError as err:
+            raise PromptError(f"prompt {text!r}: {word!r} is not a list of numbers; {POINTS_HINT}") from err
+    return parse_points(values.get("points")), parse_box(values.get("box"))
