@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra.core.plugins import Plugins
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
@@ -181,8 +181,20 @@ def test_launcher_presets_wrap_submitit_with_every_cluster_setting_in_config(com
     settings = {"account", "qos", "timeout_min", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb"}
     assert settings | {"array_parallelism", "setup", "max_num_timeout", "signal_delay_s"} <= set(slurm)
     local = compose_cfg(["launcher=local"], hydra_config=True).hydra.launcher
-    assert local._target_.endswith("submitit_launcher.LocalLauncher")
+    assert local._target_ == "hydra_plugins.samtune_launcher.launcher.CheckedLocalLauncher"
+    assert issubclass(Plugins.instance().class_name_to_class[local._target_], LocalLauncher)
     assert compose_cfg([], hydra_config=True).hydra.launcher._target_.endswith("BasicLauncher")
+
+
+def test_a_job_that_fails_ends_the_sweep_run_failed_with_the_reason(tmp_path):
+    """launcher=local (a process per job, through submitit): the parent run does not stay RUNNING."""
+    args = ["-m", *SWEEP_JOB, *isolated_paths(tmp_path), f"hydra.sweep.dir={tmp_path / 'sweep'}", "launcher=local"]
+    result = run_module("src.train", [*args, "trainer.max_steps=-5"])  # refused in the job, before the model
+    assert result.returncode != 0, output(result)[-3000:]
+    (parent,), _ = runs_of(MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"))
+    assert parent.info.status == "FAILED", output(result)[-3000:]
+    reason = parent.data.tags["sweep.failure"]  # submitit's error, ending with the job's own line
+    assert reason.endswith("ConfigError: trainer.max_steps=-5: expected an integer >= 1 (or null)"), reason
 
 
 def test_a_request_is_checked_against_the_partition_nodes_naming_the_key_to_change():

@@ -24,6 +24,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
@@ -195,7 +196,16 @@ class MlflowTracker:
             source=json.dumps({"uri": root.resolve().as_uri()}),
             profile=json.dumps(sizes),
         )
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, inputs)
+                return
+            except MlflowException as err:
+                # jobs of a sweep starting together race to add the same dataset row to a SQLite store;
+                # the loser finds it there on the next try
+                if "UNIQUE constraint failed: datasets" not in str(err) or attempt == 2:
+                    raise
 
     def register_model(self, module: nn.Module, checkpoint: Path) -> str:
         """`module` and its `checkpoint` (best.pt) as an MLflow model of this run, registered as
