@@ -158,7 +158,9 @@ class MlflowTracker:
         process = {PROCESS_HOST: platform.node(), PROCESS_PID: str(os.getpid())}
         if run_id is not None:
             run = self.client.get_run(run_id)  # fails loudly if the store no longer has it
-            if run.info.status == "RUNNING" or run.data.tags.get(KILLED_TAG):
+            # a sweep's parent run, reopened at its end by the process that opened it, was not killed
+            ours = all(run.data.tags.get(key) == value for key, value in process.items())
+            if not ours and (run.info.status == "RUNNING" or run.data.tags.get(KILLED_TAG)):
                 note = run.data.tags.get(KILLED_TAG) or "its process ended without closing the run (killed hard)"
                 self.client.set_tag(run_id, KILLED_TAG, note)
                 log.warning("MLflow run %s was not closed by its last process (killed hard); resuming it", run_id)
