@@ -9,7 +9,8 @@ Weights and state commit as one unit: both are written into a hidden folder that
 `step_NNNNNNNNN/` in one rename, and the previous step folder is removed only after that. A kill at
 any moment leaves a complete step folder to resume from. `last.pt`, `last_state.pt` and `best.pt`
 at the top are hard links into the step folders (no second copy on disk), refreshed after each
-commit and on the next start, so tools keep reading the same paths.
+commit and on the next start, so tools keep reading the same paths. `epoch_NNN.pt` (weights after
+each epoch, `trainer.save_every_epoch`) stay beside them.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ class CheckpointDir:
         self._link_top(folder)
         for old in previous:
             shutil.rmtree(old, ignore_errors=True)
+
+    def save_epoch(self, weights: dict[str, Any], epoch: int) -> Path:
+        """`epoch_NNN.pt`: weights kept after an epoch (`trainer.save_every_epoch`), in the format of `best.pt`."""
+        path = self.directory / f"epoch_{epoch:03d}.pt"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        torch_save_atomic(weights, path)
+        return path
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The newest committed weights and training state, checked to belong together."""
