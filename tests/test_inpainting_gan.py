@@ -112,7 +112,7 @@ def test_a_resumed_gan_run_ends_with_the_weights_and_hard_examples_of_an_uninter
 
     def final(name: str) -> tuple[dict, dict]:
         folder = tmp_path / name / "checkpoints"
-        return (torch.load(folder / "last.pt", weights_only=True), torch.load(folder / "last_state.pt", weights_only=True))
+        return tuple(torch.load(folder / name, weights_only=True) for name in ("last.pt", "last_state.pt"))
 
     (weights, state), (resumed_weights, resumed_state) = final("straight"), final("resumed")
     assert state["step"] == resumed_state["step"] == 6
