@@ -47,7 +47,11 @@ class TrainedPart:
 
     def schedule(self, total_steps: int, steps_per_epoch: int) -> None:
         if is_schedule_free(self.optimizer):
-            log.info("Schedule-Free optimizer: lr is constant after its own warmup; %s is not used", self.scheduler_key)
+            log.info(
+                "Schedule-Free optimizer (%s): lr is constant after its own warmup; %s is not used",
+                self.optimizer_key,
+                self.scheduler_key,
+            )
             return
         multiplier = instantiate(self.scheduler_cfg)(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)

@@ -444,7 +444,8 @@ class Trainer:
         if not self.world.is_main:
             return
         with self._eval_weights():
-            path = self.ckpt.save_epoch(self._weights(state, self.last_metrics), state.epoch)
+            metrics = self.last_metrics if state.last_eval_step == state.step else {}  # of these weights only
+            path = self.ckpt.save_epoch(self._weights(state, metrics), state.epoch)
         log.info("epoch %d: weights kept in %s", state.epoch, path)
 
     def _stop_on_signal(self, state: TrainState) -> None:
