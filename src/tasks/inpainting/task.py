@@ -73,10 +73,10 @@ class InpaintingTask:
         self.module = InpaintLearner(self.generator, self.loss)
         self.collate = collate_inpaint
         self.hard: HardExamples | None = None
-        gan = cfg.get("discriminator")
+        chosen = cfg.get("discriminator")  # the GAN option (`discriminator=none|patch`)
         self.discriminator: nn.Module | None = None
-        if gan is not None and gan.name != "none":
-            self.discriminator, self.adversarial = instantiate(gan.network), gan.adversarial
+        if chosen is not None and chosen.name != "none":
+            self.discriminator, self.adversarial = instantiate(chosen.network), chosen.adversarial
 
     # weights ---------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
