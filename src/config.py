@@ -53,6 +53,7 @@ TRAINING_NUMBERS = {
     "trainer.max_time": (float, 0, True, True),
     "trainer.eval_every_steps": (int, 1, False, True),
     "trainer.log_every_steps": (int, 1, False, False),
+    "trainer.picture_every_steps": (int, 1, False, True),
     "trainer.gradient_clip_norm": (float, 0, True, True),
     "trainer.seed": (int, 0, False, False),
     "optimizer.lr": (float, 0, False, False),  # 0: a run that cannot move (a baseline)

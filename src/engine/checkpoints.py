@@ -14,7 +14,8 @@ each commit and on the next start, so tools keep reading the same paths.
 Frozen weights are stored once: each step folder holds the run's `best.pt` (written at a new best,
 else a hard link to the current one), and a `last.pt` that is not the best holds only the tensors
 that differ from it, plus a reference with their digest (`src.utils.checkpoint_io.read_checkpoint`
-makes it whole). At a new best `last.pt` is a hard link to `best.pt`.
+makes it whole). At a new best `last.pt` is a hard link to `best.pt`. `epoch_NNN.pt` (weights after
+each epoch, `trainer.save_every_epoch`) stay beside them.
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ class CheckpointDir:
         self._link_top(folder)
         for old in previous:
             shutil.rmtree(old, ignore_errors=True)
+
+    def save_epoch(self, weights: dict[str, Any], epoch: int) -> Path:
+        """`epoch_NNN.pt`: weights kept after an epoch (`trainer.save_every_epoch`), in the format of `best.pt`."""
+        path = self.directory / f"epoch_{epoch:03d}.pt"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        torch_save_atomic(weights, path)
+        return path
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The newest committed weights and training state, checked to belong together."""

@@ -23,6 +23,8 @@ CHANGEABLE = (
     "trainer.eval_every_steps",
     "trainer.eval_at_start",
     "trainer.log_every_steps",
+    "trainer.save_every_epoch",
+    "trainer.picture_every_steps",
 )
 # where and with what resources the run goes on: not part of what is trained (prefixes)
 OPERATIONAL = (
@@ -76,12 +78,14 @@ def apply_optimizer_changes(
     optimizer: torch.optim.Optimizer,
     fresh_groups: list[dict[str, Any]],
     scheduler: torch.optim.lr_scheduler.LambdaLR | None,
+    key: str = "optimizer",
 ) -> None:
     """Put changed optimizer settings (lr, weight decay, ...) into the restored state, which holds the old ones.
 
-    `fresh_groups` are the param groups' settings as built from the new config, before the restore.
+    `fresh_groups` are the param groups' settings as built from the new config, before the restore; `key`
+    is where the optimizer's config sits (a part's own, e.g. `discriminator.optimizer`).
     """
-    names = {key.removeprefix("optimizer.") for key in changes if key.startswith("optimizer.")}
+    names = {name.removeprefix(f"{key}.") for name in changes if name.startswith(f"{key}.")}
     for index, (group, fresh) in enumerate(zip(optimizer.param_groups, fresh_groups, strict=True)):
         for name in names & fresh.keys():
             group[name] = fresh[name]

@@ -24,6 +24,34 @@ class StepOutput:
 
 
 @dataclass
+class Part:
+    """A piece of the model with an optimizer of its own (a GAN's generator, its discriminator).
+
+    The trainer moves `module` to the device, wraps it for data-parallel runs on its own, builds
+    the optimizer, schedule, gradient scaler and clipping from the config keys named here, and
+    keeps their state in the checkpoint. The defaults are the run's own keys.
+    """
+
+    module: nn.Module
+    parameters: list[nn.Parameter]
+    optimizer: str = "optimizer"  # config key of an optimizer config (a conf/optimizer/ choice)
+    scheduler: str = "trainer.scheduler"
+    gradient_clip_norm: str = "trainer.gradient_clip_norm"
+
+
+class PartUpdates(Protocol):
+    """What the trainer hands the training step of a task with several parts."""
+
+    modules: dict[str, nn.Module]  # each part's module as trained (data-parallel wrapped where it runs so)
+    step: int  # optimizer steps done before this one
+
+    def __call__(self, part: str, loss: torch.Tensor, loss_weight: float = 1.0) -> None:
+        """Back-propagate `loss` into `part`'s parameters alone and, when this micro-batch ends an optimizer
+        step, step that part now (so what follows sees its new weights: a GAN's discriminator, then the
+        generator). `loss_weight` as in `StepOutput`."""
+
+
+@dataclass
 class Evaluation:
     metrics: dict[str, float]  # logged as val/<name>
     image: np.ndarray | None = None  # a picture of predictions, logged as an artifact
@@ -33,6 +61,26 @@ class Task(Protocol):
     module: nn.Module  # what the trainer optimizes (and, for multi-GPU runs, wraps)
 
     def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def parts(self) -> dict[str, Part]:
+        """Optional: the separately optimized parts, the main one first (its weights are `export_weights`',
+        StepOutput's "loss" trains it). Without it: one part, `module` with `trainable_parameters()`. With
+        more than one, `training_step` also receives `updates` (`PartUpdates`) and the trainer keeps the
+        other parts' weights in the training state."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optional: what the task learns besides weights (e.g. hard-example losses), kept in the training
+        state and given back to `load_state_dict` on resume."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Optional: counterpart of `state_dict`."""
+
+    def picture(
+        self, module: nn.Module, loader: Any, device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ) -> np.ndarray | None:  # fmt: skip
+        """Optional: a quick picture of the model's outputs on the first validation batches, logged every
+        `trainer.picture_every_steps` optimizer steps."""
 
     def load_initial_weights(self) -> None:
         """Weights a fresh run starts from (the configured pretrained checkpoint)."""
@@ -60,7 +108,8 @@ class Task(Protocol):
     def collate(self, items: list[Any]) -> Any: ...
 
     def training_step(self, module: nn.Module, batch: Any, generator: torch.Generator) -> StepOutput | None:
-        """Losses for one micro-batch, or None when the batch holds nothing to learn from."""
+        """Losses for one micro-batch, or None when the batch holds nothing to learn from. A task with several
+        parts takes a fourth argument, `updates`, to update its other parts during the step."""
 
     def evaluate(
         self,

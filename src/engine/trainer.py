@@ -3,7 +3,8 @@
 It owns what every run needs: optimizer and schedule, gradient accumulation and clipping, mixed
 precision, periodic validation with early stopping, best/last checkpoints, resume, NaN guards,
 progress bars and MLflow logging, data parallelism over processes, and a clean stop with a
-checkpoint on preemption signals. What is learned comes from the task (`src.engine.task.Task`).
+checkpoint on preemption signals. What is learned comes from the task (`src.engine.task.Task`),
+as one optimized part or several (a GAN's generator and discriminator, `src.engine.parts`).
 
 Data-parallel runs (torchrun, or several SLURM tasks): each process trains on its shard of every
 batch, gradients are averaged during backward (DDP), validation metrics are reduced over all
@@ -26,19 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from src.engine.checkpoints import CheckpointDir, find_checkpoint_dir
-from src.engine.optimizers import build_optimizer, current_lr, eval_weights, is_schedule_free
-from src.engine.resume_check import apply_optimizer_changes, check_resume_changes, config_changes, describe
+from src.engine.optimizers import current_lr, is_schedule_free
+from src.engine.parts import TrainedPart, parts_eval_weights
+from src.engine.resume_check import check_resume_changes, config_changes, describe
 from src.engine.sampler import EpochSampler
 from src.engine.stop_signals import StopSignals
-from src.engine.task import StepOutput, Task, to_device
+from src.engine.task import Part, StepOutput, Task, to_device
 from src.engine.timing import RunTiming
-from src.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
+from src.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from src.tracking.params import command_choices, comparable_params
 from src.tracking.runs import MlflowTracker
 from src.utils.checkpoint_io import read_checkpoint, weights_file
@@ -137,21 +138,42 @@ class Trainer:
             return None
         return find_checkpoint_dir(str(resume))
 
-    def _schedule(self, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
-        if is_schedule_free(optimizer):
-            log.info("Schedule-Free optimizer: lr is constant after its own warmup; trainer.scheduler is not used")
-            return None
-        multiplier = instantiate(self.tcfg.scheduler)(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    def _parts(self) -> list[TrainedPart]:
+        """The task's optimized parts, the main one first; one (`module`) unless the task declares more."""
+        declared = getattr(self.task, "parts", None)
+        if declared is not None:
+            parts = declared()
+        else:
+            parts = {"model": Part(self.task.module, self.task.trainable_parameters())}
+        return [TrainedPart(name, part, self.cfg, self.device, self.amp_dtype) for name, part in parts.items()]
+
+    # the main part's, for what reads one optimizer (the lr warnings, benchmarks)
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.parts[0].optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LambdaLR | None:
+        return self.parts[0].scheduler
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return self.parts[0].parameters
+
+    def _eval_weights(self) -> contextlib.AbstractContextManager:
+        return parts_eval_weights(self.parts)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, run_name: str, tags: dict[str, str]) -> dict[str, Any]:
         """Train; return the best monitored value and where training stopped."""
         self.timing = RunTiming()
-        self.module = self.task.module.to(self.device)
-        self.params = self.task.trainable_parameters()
-        # plain containers: optimizer hyper-parameters end up in checkpoints read with weights_only=True
-        self.optimizer = build_optimizer(instantiate(self.cfg.optimizer, _convert_="all"), self.params)
+        self.parts = self._parts()
+        self.module = self.parts[0].module
+        if self.tcfg.picture_every_steps and getattr(self.task, "picture", None) is None:
+            raise ConfigError(
+                f"trainer.picture_every_steps={self.tcfg.picture_every_steps}: task={self.cfg.task.name} draws no "
+                "picture between validations; use trainer.picture_every_steps=null"
+            )
         self.train_loader, self.sampler, self.val_loader = self._loaders()
         batch_size, accumulate = int(self.tcfg.batch_size), int(self.tcfg.accumulate_grad_batches)
         self.batches_per_epoch = math.ceil(self.sampler.num_samples / batch_size)
@@ -159,15 +181,18 @@ class Trainer:
         self.total_steps = int(self.tcfg.max_epochs) * steps_per_epoch
         if self.tcfg.max_steps is not None:
             self.total_steps = min(self.total_steps, int(self.tcfg.max_steps))
-        self.scheduler = self._schedule(self.optimizer, self.total_steps, steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        for part in self.parts:
+            part.schedule(self.total_steps, steps_per_epoch)
 
         state = self._restore()
         self._prepare_task()
         # after restoring, so that every process starts from the same weights
-        self.trained = data_parallel(self.module, self.device, bool(self.tcfg.distributed.find_unused_parameters))
-        if is_schedule_free(self.optimizer):
-            self.optimizer.train()
+        find_unused = bool(self.tcfg.distributed.find_unused_parameters)
+        for part in self.parts:
+            part.trained = data_parallel(part.module, self.device, find_unused)
+            if is_schedule_free(part.optimizer):
+                part.optimizer.train()
+        self.trained = self.parts[0].trained
         self._start_tracking(state, run_name, tags)
         status = "FAILED"
         with StopSignals(self.tcfg.stop_signals) as self.stop_signals:
@@ -269,7 +294,9 @@ class Trainer:
         next_eval_s = float(eval_every_s) if eval_every_s else math.inf  # in seconds of training
         meter = _Meter()
         stop_reason = None
-        self.module.train()
+        picture_every = self.tcfg.picture_every_steps
+        for part in self.parts:
+            part.module.train()
         bar = tqdm(
             total=self.total_steps,
             initial=state.step,
@@ -292,7 +319,7 @@ class Trainer:
                     self.timing.add_counts(out.counts)
                 if not ends_step:
                     continue
-                meter.add_step(*self._optimizer_step())
+                meter.add_step({"": self.parts[0].step(), **self.other_parts_stepped})
                 state.step += 1
                 train_clock = time.perf_counter() - clock_start - (self.timing.eval_s - eval_before)
                 self.timing.step_ends.append(train_clock)
@@ -307,6 +334,8 @@ class Trainer:
                     next_eval_s = train_clock + float(eval_every_s)
                 if (eval_every and state.step % int(eval_every) == 0) or timed:
                     stop_reason = self._evaluate(state)
+                if picture_every and state.step % int(picture_every) == 0:
+                    self._log_picture(state)
                 if any_rank(self.stop_signals.received is not None):
                     self._stop_on_signal(state)
                 stop_reason = stop_reason or self._out_of_time()
@@ -316,37 +345,37 @@ class Trainer:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 if not eval_every and stop_reason is None and state.last_eval_step != state.step:
                     stop_reason = self._evaluate(state)
+                if self.tcfg.save_every_epoch:
+                    self._save_epoch(state)
         bar.close()
         return stop_reason
 
     def _micro_step(
         self, batch, generator: torch.Generator, accumulate: int, ends_step: bool, state: TrainState
     ) -> StepOutput | None:
-        """Forward and backward of one micro-batch; processes synchronise gradients only before a step."""
+        """Forward and backward of one micro-batch; processes synchronise gradients only before a step.
+
+        With several parts the task's step updates the others itself (`_Updates`); the main part's loss is
+        back-propagated into the main part alone, and the loop steps it.
+        """
         batch = to_device(batch, self.device)
-        no_sync = self.trained.no_sync if self.world.distributed and not ends_step else contextlib.nullcontext
-        with no_sync():
+        main, several = self.parts[0], len(self.parts) > 1
+        self.other_parts_stepped: dict[str, tuple[float, float | None]] = {}
+        with contextlib.ExitStack() as no_sync:
+            if self.world.distributed and not ends_step:
+                for part in self.parts:
+                    no_sync.enter_context(part.trained.no_sync())
             with self.autocast():
-                out = self.task.training_step(self.trained, batch, generator)
+                if several:
+                    updates = _Updates(self, accumulate, ends_step, state.step)
+                    out = self.task.training_step(main.trained, batch, generator, updates)
+                else:
+                    out = self.task.training_step(main.trained, batch, generator)
             loss = data_parallel_loss(out, self.world, state.step + 1)
             if loss is None:
                 return None
-            self.scaler.scale(loss / accumulate).backward()
+            main.backward(loss, accumulate, own_parameters_only=several)
         return StepOutput({k: v.detach() for k, v in out.losses.items()}, out.counts, out.loss_weight)
-
-    def _optimizer_step(self) -> tuple[float, float | None]:
-        """One update; returns the lr it used and the gradient norm before clipping."""
-        grad_norm = None
-        if self.tcfg.gradient_clip_norm:
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, float(self.tcfg.gradient_clip_norm)))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        lr = current_lr(self.optimizer)
-        if self.scheduler is not None:
-            self.scheduler.step()
-        return lr, grad_norm
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def _evaluate(self, state: TrainState) -> str | None:
@@ -358,7 +387,7 @@ class Trainer:
             self.timing.eval_s += time.perf_counter() - started  # checkpoints included: not training time
 
     def _validate(self, state: TrainState) -> str | None:
-        with eval_weights(self.optimizer):
+        with self._eval_weights():
             self.module.eval()
             with torch.no_grad():
                 result = self.task.evaluate(self.module, self.val_loader, self.device, self.autocast)
@@ -395,9 +424,33 @@ class Trainer:
         state.last_eval_step = state.step
         self._save(state, metrics, improved)
 
+    def _log_picture(self, state: TrainState) -> None:
+        """`trainer.picture_every_steps`: the task's quick picture of its outputs, logged (not validation time)."""
+        if not self.world.is_main:
+            return
+        started = time.perf_counter()
+        with self._eval_weights():
+            self.module.eval()
+            with torch.no_grad():
+                picture = self.task.picture(self.module, self.val_loader, self.device, self.autocast)
+            self.module.train()
+        if picture is not None:
+            path = save_png(picture, self.run_dir / "pictures" / f"step_{state.step:06d}.png")
+            self.tracker.log_artifact(path, "pictures")
+        self.timing.eval_s += time.perf_counter() - started
+
+    def _save_epoch(self, state: TrainState) -> None:
+        """`trainer.save_every_epoch`: the weights after each epoch, kept (seed 003's --save-epoch)."""
+        if not self.world.is_main:
+            return
+        with self._eval_weights():
+            metrics = self.last_metrics if state.last_eval_step == state.step else {}  # of these weights only
+            path = self.ckpt.save_epoch(self._weights(state, metrics), state.epoch)
+        log.info("epoch %d: weights kept in %s", state.epoch, path)
+
     def _stop_on_signal(self, state: TrainState) -> None:
         """A stop signal reached a process: save where every process is, then stop all of them."""
-        with eval_weights(self.optimizer):
+        with self._eval_weights():
             self._save(state, {}, is_best=False)
         barrier()  # no process exits before the checkpoint is complete
         received = self.stop_signals.received.name if self.stop_signals.received else "a signal to another process"
@@ -407,10 +460,8 @@ class Trainer:
             "run (and its MLflow run) when the same command runs in the same run folder, as a requeued job does"
         )
 
-    def _save(self, state: TrainState, metrics: dict[str, float], is_best: bool) -> None:
-        """Checkpoint (rank 0 alone writes; every process holds the same weights)."""
-        if not self.world.is_main:
-            return
+    def _weights(self, state: TrainState, metrics: dict[str, float]) -> dict[str, Any]:
+        """The main part's weights in the stock format, with where they come from."""
         weights = self.task.export_weights()
         weights["meta"] = {
             **weights.get("meta", {}),
@@ -420,18 +471,28 @@ class Trainer:
             "metrics": metrics,
             "mlflow_run_id": state.mlflow_run_id,  # links an evaluation of these weights to this run
         }
+        return weights
+
+    def _save(self, state: TrainState, metrics: dict[str, float], is_best: bool) -> None:
+        """Checkpoint (rank 0 alone writes; every process holds the same weights)."""
+        if not self.world.is_main:
+            return
+        weights = self._weights(state, metrics)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         training_state = {
             "step": state.step,
             "train_state": asdict(state),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
+            **self.parts[0].state_dict(with_weights=False),  # where single-part runs always kept it
             "rng": rng,
             "config": OmegaConf.to_yaml(self.cfg, resolve=True),
         }
+        if len(self.parts) > 1:
+            training_state["parts"] = {part.name: part.state_dict(with_weights=True) for part in self.parts[1:]}
+        task_state = getattr(self.task, "state_dict", None)
+        if task_state is not None:
+            training_state["task"] = task_state()
         self.ckpt.save(weights, training_state, is_best)
         after_save = getattr(self.task, "after_save", None)  # files beside the checkpoint (an adapter folder)
         if after_save is not None:
@@ -451,12 +512,19 @@ class Trainer:
                 log.warning("resuming with changed settings: %s", describe(changes))
                 self.resume_changes = describe(changes)
             self.task.load_weights(weights, str(source.last))
-            fresh_groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(saved["optimizer"])
-            if self.scheduler is not None and saved["scheduler"] is not None:
-                self.scheduler.load_state_dict(saved["scheduler"])
-            apply_optimizer_changes(changes, self.optimizer, fresh_groups, self.scheduler)
-            self.scaler.load_state_dict(saved["scaler"])
+            self.parts[0].load_state_dict(saved, changes)
+            for part in self.parts[1:]:
+                kept = (saved.get("parts") or {}).get(part.name)
+                if kept is None:
+                    raise CheckpointError(
+                        f"{source.newest()}: its training state holds nothing for the part {part.name!r} this "
+                        "run trains; start a new run (another hydra.run.dir), with trainer.init_from=PATH to keep "
+                        "the weights"
+                    )
+                part.load_state_dict(kept, changes)
+            load_task_state = getattr(self.task, "load_state_dict", None)
+            if load_task_state is not None and "task" in saved:
+                load_task_state(saved["task"])
             torch.set_rng_state(saved["rng"]["torch"])
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
@@ -499,6 +567,8 @@ class Trainer:
         )
         trainable, total = (sum(p.numel() for p in params) for params in (self.params, self.module.parameters()))
         counts = {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total}
+        counts.update({f"trainable_params_{part.name}": sum(p.numel() for p in part.parameters)
+                       for part in self.parts[1:]})  # fmt: skip
         self.tracker.log_metrics({f"model/{k}": v for k, v in counts.items()}, 0)
         config_file = self.run_dir / "config_resolved.yaml"
         config_file.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
@@ -521,6 +591,25 @@ class Trainer:
         curves = plot_curves({key: self.tracker.metric_history(key) for key in ("train/loss", self.monitor)})
         if curves is not None:
             self.tracker.log_artifact(save_png(curves, self.run_dir / "samples" / "curves.png"), "samples")
+
+
+class _Updates:
+    """`PartUpdates` for one micro-batch: back-propagates a part's loss and steps the part when the micro-batch
+    ends an optimizer step, recording its lr and gradient norm for the log."""
+
+    def __init__(self, trainer: Trainer, accumulate: int, ends_step: bool, step: int):
+        self.trainer, self.accumulate, self.ends_step, self.step = trainer, accumulate, ends_step, step
+        self.modules = {part.name: part.trained for part in trainer.parts}
+
+    def __call__(self, part: str, loss: torch.Tensor, loss_weight: float = 1.0) -> None:
+        trainer = self.trainer
+        found = next((p for p in trainer.parts[1:] if p.name == part), None)
+        if found is None:
+            raise ValueError(f"update({part!r}): not one of the other parts {[p.name for p in trainer.parts[1:]]}")
+        weighted = data_parallel_loss(StepOutput({"loss": loss}, loss_weight=loss_weight), trainer.world, self.step + 1)
+        found.backward(weighted, self.accumulate, own_parameters_only=True)
+        if self.ends_step:
+            trainer.other_parts_stepped[part] = found.step()
 
 
 def data_parallel_loss(out: StepOutput | None, world: World, step: int) -> torch.Tensor | None:
@@ -560,8 +649,8 @@ class _Meter:
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
         self.micro_batches = 0
-        self.grad_norms: list[float] = []
-        self.lr = float("nan")
+        self.grad_norms: dict[str, list[float]] = defaultdict(list)
+        self.lrs: dict[str, float] = {}
         self.started = time.perf_counter()
 
     def add(self, out: StepOutput | None) -> None:
@@ -573,10 +662,12 @@ class _Meter:
         for name, count in out.counts.items():
             self.counts[name] += count
 
-    def add_step(self, lr: float, grad_norm: float | None) -> None:
-        self.lr = lr
-        if grad_norm is not None:
-            self.grad_norms.append(grad_norm)
+    def add_step(self, parts: dict[str, tuple[float, float | None]]) -> None:
+        """Each stepped part's (lr, gradient norm or None); "" is the main part."""
+        for name, (lr, grad_norm) in parts.items():
+            self.lrs[name] = lr
+            if grad_norm is not None:
+                self.grad_norms[name].append(grad_norm)
 
     def summary(self, epoch: int) -> dict[str, float]:
         """Means since the last summary; over all processes in a data-parallel run (which all call this)."""
@@ -592,9 +683,10 @@ class _Meter:
                 counts[name] += value
         metrics = {f"train/{k}": v / max(micro_batches, 1) for k, v in sums.items()}
         metrics.update({f"train/{k}_per_s": v / elapsed for k, v in counts.items()})
-        if self.grad_norms:
-            metrics["train/grad_norm"] = sum(self.grad_norms) / len(self.grad_norms)
-        metrics.update({"train/lr": self.lr, "train/epoch": float(epoch)})
+        for name, norms in self.grad_norms.items():
+            metrics[f"train/grad_norm{name and '_' + name}"] = sum(norms) / len(norms)
+        metrics.update({f"train/lr{name and '_' + name}": lr for name, lr in self.lrs.items()})
+        metrics["train/epoch"] = float(epoch)
         self.last_loss = metrics.get("train/loss", float("nan"))
         self.reset()
         return metrics

@@ -19,11 +19,13 @@ PROVENANCE_SUFFIXES = ("_url", "_sha256", "_bytes", "_dir", "root", "_target_", 
 
 
 def command_choices() -> dict[str, str]:
-    """The running command's choice of each config group (`model` -> `small`); empty outside Hydra."""
+    """The running command's choice of each config group (`model` -> `small`); empty outside Hydra. A group
+    chosen into another place (`optimizer@discriminator.optimizer`) is named by that place (MLflow refuses '@')."""
     if not HydraConfig.initialized():
         return {}
     choices = HydraConfig.get().runtime.choices
-    return {f"choice.{group}": str(value) for group, value in choices.items() if not group.startswith("hydra/")}
+    return {f"choice.{group.rpartition('@')[2]}": str(value) for group, value in choices.items()
+            if not group.startswith("hydra/")}  # fmt: skip
 
 
 def comparable_params(config: dict[str, Any], choices: dict[str, str]) -> dict[str, str]:

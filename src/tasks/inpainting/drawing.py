@@ -26,3 +26,10 @@ def comparison_row(image: torch.Tensor, mask: torch.Tensor, output: torch.Tensor
         caption(to_rgb(output), f"output, hole PSNR {hole_psnr:.2f} dB"),
         caption(to_rgb(image), "truth"),
     ]
+
+
+def comparison_rows(
+    image: torch.Tensor, mask: torch.Tensor, output: torch.Tensor, hole_psnr: torch.Tensor, count: int
+) -> list[list[np.ndarray]]:
+    """`comparison_row` for the first `count` images of a batch."""
+    return [comparison_row(image[i], mask[i], output[i], float(hole_psnr[i])) for i in range(min(count, len(image)))]

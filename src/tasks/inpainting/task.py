@@ -3,7 +3,9 @@
 Implements the task protocol, so the trainer, MLflow logging, checkpoints, resume, sweeps and
 launchers work as they do for the other tasks. Training cuts `task.tile` px tiles from the
 prepared samples; validation logs PSNR and SSIM over the hole and over the whole image and a
-picture grid (input with its hole | output | truth).
+picture grid (input with its hole | output | truth). With `discriminator=patch` it trains as a GAN:
+two parts, the generator and a patch discriminator, each with its own optimizer; every batch steps
+the discriminator first, then the generator against the updated discriminator.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
-from src.engine.task import Evaluation, StepOutput, to_device
+from src.engine.task import Evaluation, Part, PartUpdates, StepOutput, to_device
 from src.errors import CheckpointError, ConfigError
+from src.tasks.inpainting import adversarial as gan
 from src.tasks.inpainting.dataset import InpaintDataset, collate_inpaint
-from src.tasks.inpainting.drawing import comparison_row
+from src.tasks.inpainting.drawing import comparison_row, comparison_rows
 from src.tasks.inpainting.hard_examples import HardExamples
 from src.tasks.inpainting.metrics import InpaintMeter
 from src.tasks.inpainting.model import LightInpaintGenerator, build_generator
@@ -47,12 +50,15 @@ class InpaintLearner(nn.Module):
         super().__init__()
         self.generator, self.loss = generator, loss
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(losses, each image's hole L1, the output)."""
         output = self.generator(image, mask)
         per_image = (output.clamp(0, 1) - image).abs().mul(mask).flatten(1).sum(1) / mask.flatten(1).sum(1).mul(
             3
         ).clamp_min(1)
-        return self.loss(output, image, mask), per_image.detach()
+        return self.loss(output, image, mask), per_image.detach(), output
 
 
 class InpaintingTask:
@@ -67,10 +73,31 @@ class InpaintingTask:
         self.module = InpaintLearner(self.generator, self.loss)
         self.collate = collate_inpaint
         self.hard: HardExamples | None = None
+        chosen = cfg.get("discriminator")  # the GAN option (`discriminator=none|patch`)
+        self.discriminator: nn.Module | None = None
+        if chosen is not None and chosen.name != "none":
+            self.discriminator, self.adversarial = instantiate(chosen.network), chosen.adversarial
 
     # weights ---------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.generator.parameters())
+
+    def parts(self) -> dict[str, Part]:
+        """The generator; with a GAN, also the discriminator and its own optimizer (`discriminator.*`)."""
+        parts = {"generator": Part(self.module, self.trainable_parameters())}
+        if self.discriminator is not None:
+            parts["discriminator"] = Part(
+                self.discriminator, list(self.discriminator.parameters()),
+                optimizer="discriminator.optimizer", gradient_clip_norm="discriminator.gradient_clip_norm",
+            )  # fmt: skip
+        return parts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hard_examples": self.hard.state_dict()} if self.hard is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.hard is not None and "hard_examples" in state:
+            self.hard.load_state_dict(state["hard_examples"])
 
     def load_initial_weights(self) -> None:
         """`model.checkpoint`: null (random weights) or a weights file of ours (seed 003's --checkpoint-file)."""
@@ -119,11 +146,36 @@ class InpaintingTask:
         return train, val
 
     # steps -----------------------------------------------------------------
-    def training_step(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
-        losses, per_image = module(batch["image"], batch["mask"])
+    def training_step(
+        self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator, updates: PartUpdates | None = None
+    ) -> StepOutput:
+        losses, per_image, output = module(batch["image"], batch["mask"])
         if self.hard is not None:
             self.hard.update(batch["index"], per_image)
+        if updates is not None:
+            losses = self._adversarial_step(losses, output, batch, updates)
         return StepOutput(losses, {"tiles": int(batch["image"].shape[0])}, loss_weight=float(batch["image"].shape[0]))
+
+    def _adversarial_step(
+        self, losses: dict[str, torch.Tensor], output: torch.Tensor, batch: dict[str, Any], updates: PartUpdates
+    ) -> dict[str, torch.Tensor]:
+        """Step the discriminator on the real tiles and the fills; return the generator's losses with its
+        adversarial term against the updated discriminator, weighted adaptively."""
+        image, mask = batch["image"], batch["mask"]
+        logits = updates.modules["discriminator"](torch.cat([image, output.detach()]))
+        real, fake = logits.chunk(2)
+        weights = gan.hole_weights(mask, logits.shape[-2:])
+        d_loss = gan.hinge_discriminator_loss(real, fake, weights)
+        updates("discriminator", d_loss, float(image.shape[0]))
+        # the discriminator itself, not its data-parallel wrapper: the generator's loss trains no discriminator weight
+        g_adv = gan.hinge_generator_loss(self.discriminator(output), weights)
+        settings = self.adversarial
+        ratio = gan.adaptive_weight(losses["loss"], g_adv, self.generator.last_layer, float(settings.max_weight))
+        weight = float(settings.weight) * gan.warmup_factor(updates.step, int(settings.warmup_steps))
+        return {
+            **losses, "loss": losses["loss"] + weight * ratio * g_adv, "d_loss": d_loss.detach(),
+            "g_adv": g_adv.detach(), "adaptive_weight": ratio, "adv_weight": weight * ratio,
+        }  # fmt: skip
 
     def evaluate(
         self, module: nn.Module, loader: Any, device: torch.device,
@@ -131,6 +183,23 @@ class InpaintingTask:
     ) -> Evaluation:  # fmt: skip
         """PSNR/SSIM over the hole and the whole image, the L1 loss, and a picture grid."""
         return evaluate_generator(self.generator, loader, device, autocast, int(self.tcfg.validation.num_sample_images))
+
+    def picture(
+        self, module: nn.Module, loader: Any, device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ) -> np.ndarray | None:  # fmt: skip
+        """Input with hole | output | truth for the first validation samples (seed 003's --save-eval-step)."""
+        rows: list[list[np.ndarray]] = []
+        wanted = int(self.tcfg.validation.num_sample_images)
+        for batch in loader:
+            batch = to_device(batch, device)
+            with autocast():
+                output = self.generator(batch["image"], batch["mask"]).float()
+            psnr = InpaintMeter().add(output, batch["image"], batch["mask"])
+            rows += comparison_rows(batch["image"], batch["mask"], output, psnr, wanted - len(rows))
+            if len(rows) >= wanted:
+                break
+        return grid(rows) if rows else None
 
 
 def evaluate_generator(
