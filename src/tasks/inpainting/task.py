@@ -2,13 +2,15 @@
 
 Implements the task protocol, so the trainer, MLflow logging, checkpoints, resume, sweeps and
 launchers work as they do for the other tasks. Training cuts `task.tile` px tiles from the
-prepared samples; validation logs PSNR and SSIM over the hole and over the whole image and a
-picture grid (input with its hole | output | truth).
+prepared samples; validation logs PSNR and SSIM over the hole and over the whole image, LPIPS
+over the hole when `inpaint_loss.lpips_weights` is set, and a picture grid (input with its hole |
+output | truth).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from src.errors import CheckpointError, ConfigError
 from src.tasks.inpainting.dataset import InpaintDataset, collate_inpaint
 from src.tasks.inpainting.drawing import comparison_row
 from src.tasks.inpainting.hard_examples import HardExamples
-from src.tasks.inpainting.metrics import InpaintMeter
+from src.tasks.inpainting.metrics import InpaintMeter, hole_lpips_network
 from src.tasks.inpainting.model import LightInpaintGenerator, build_generator
 from src.utils.checkpoint_io import read_checkpoint
 from src.utils.pictures import grid
@@ -129,15 +131,22 @@ class InpaintingTask:
         self, module: nn.Module, loader: Any, device: torch.device,
         autocast: Callable[[], contextlib.AbstractContextManager],
     ) -> Evaluation:  # fmt: skip
-        """PSNR/SSIM over the hole and the whole image, the L1 loss, and a picture grid."""
-        return evaluate_generator(self.generator, loader, device, autocast, int(self.tcfg.validation.num_sample_images))
+        """PSNR/SSIM over the hole and the whole image, LPIPS over the hole, and a picture grid."""
+        pictures = int(self.tcfg.validation.num_sample_images)
+        return evaluate_generator(self.generator, loader, device, autocast, pictures, self.hole_lpips)
+
+    @functools.cached_property
+    def hole_lpips(self) -> nn.Module | None:
+        """val/hole_lpips's network from the loss's weights file, loaded (or said to be missing) once."""
+        return hole_lpips_network(self.cfg.inpaint_loss.get("lpips_weights"), "inpaint_loss.lpips_weights")
 
 
 def evaluate_generator(
     generator: nn.Module, loader: Any, device: torch.device,
-    autocast: Callable[[], contextlib.AbstractContextManager], num_pictures: int,
+    autocast: Callable[[], contextlib.AbstractContextManager], num_pictures: int, lpips: nn.Module | None = None,
 ) -> Evaluation:  # fmt: skip
-    meter = InpaintMeter()
+    """The meter's metrics of `generator` on `loader` (with `lpips`: hole_lpips too) and up to `num_pictures` rows."""
+    meter = InpaintMeter(lpips)
     rows: list[list[np.ndarray]] = []
     for batch in loader:
         batch = to_device(batch, device)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from src.data.user_input import BOX_HINT, Box, parse_numbers
+from src.data.user_input import BOX_HINT, Box, parse_box, parse_numbers
 from src.errors import PromptError
 from src.tasks.segmentation.prompts import (
     LABEL_BOX_BOTTOM_RIGHT,
@@ -60,6 +60,13 @@ def check_inside(points: list[Point], box: Box | None, width: int, height: int, 
                 f"{what} ({x:g}, {y:g}) is outside {image_name} ({width}x{height} pixels): expected x in "
                 f"[0, {width - 1}] and y in [0, {height - 1}]"
             )
+
+
+def typed_prompts(points: Any, box: Any, width: int, height: int, image_name: str) -> Prompts:
+    """`points=`/`box=` as people type them, checked to lie on the image: one object's prompt."""
+    parsed_points, parsed_box = parse_points(points), parse_box(box)
+    check_inside(parsed_points, parsed_box, width, height, image_name)
+    return user_prompts(parsed_points, parsed_box)
 
 
 def user_prompts(points: list[Point], box: Box | None) -> Prompts:
