@@ -81,6 +81,17 @@ def group_choices(group: str) -> list[str]:
     return sorted(path.stem for path in (PROJECT_ROOT / "conf" / group).glob("*.yaml"))
 
 
+def group_config(group: str, choice: str) -> DictConfig:
+    """conf/<group>/<choice>.yaml on its own, without the groups it selects (`defaults`), for a command
+    whose config has no such group; `choice` is a key checked against the group's files."""
+    known = group_choices(group)
+    if choice not in known:
+        raise ConfigError(f"{group} {choice!r}: expected one of {known}")
+    settings = OmegaConf.load(PROJECT_ROOT / "conf" / group / f"{choice}.yaml")
+    settings.pop("defaults", None)
+    return settings
+
+
 def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
     """`cfg` with `task` set to conf/task/<task>.yaml when the command did not choose a task.
 
@@ -89,11 +100,7 @@ def with_task_config(cfg: DictConfig, task: str) -> DictConfig:
     """
     if cfg.get("task") is not None:
         return cfg
-    known = group_choices("task")
-    if task not in known:
-        raise ConfigError(f"task {task!r}: expected one of {known}")
-    settings = OmegaConf.load(PROJECT_ROOT / "conf" / "task" / f"{task}.yaml")
-    settings.pop("defaults", None)  # the groups a task selects for training
+    settings = group_config("task", task)
     merged = cfg.copy()
     OmegaConf.set_struct(merged, False)
     merged.task = settings

@@ -2,9 +2,9 @@
 
 Dispatches on what the checkpoint says it is: segmentation (mIoU, Dice and NoC per prompt mode,
 `compare=true` beside the original model, `original=true` for the un-tuned one) or landmarks (NME
-per group, failure rate) or inpainting (PSNR/SSIM over the hole and the image; `compare=true` beside
-the untrained generator, `compare=CHECKPOINT` beside a second one). Segmentation and landmark
-reports go to the run folder and to their own MLflow run; inpainting's to the run folder.
+per group, failure rate) or inpainting (PSNR/SSIM over the hole and the image, LPIPS over the hole
+with `lpips_weights=`; `compare=true` beside the untrained generator, `compare=CHECKPOINT` beside a
+second one). Every report goes to the run folder and to its own MLflow run.
 """
 
 from __future__ import annotations

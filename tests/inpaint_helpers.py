@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from tests.prepare_helpers import output, run_prepare
 
@@ -54,3 +55,23 @@ def prepared_samples(tmp: Path, train: int = 6, val: int = 2) -> Path:
 def logged_metric(result: subprocess.CompletedProcess, name: str) -> list[float]:
     """The values of `val/NAME` in a training run's log, in order."""
     return [float(v) for v in re.findall(rf"val/{re.escape(name)}=([0-9.]+)", output(result))]
+
+
+def alexnet_weights(path: Path) -> Path:
+    """A torchvision AlexNet state dict of random weights: LPIPS runs on it without a download."""
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path
+
+
+def tiny_segmenter(path: Path, image_size: int = 64, seed: int = 2) -> Path:
+    """A segmentation checkpoint of random SAM2.1-tiny weights at `image_size`, as src.train writes one."""
+    from src.models.registry import SAM2_CONFIGS
+    from src.models.sam2.build import build_sam2_model
+
+    torch.manual_seed(seed)
+    state = build_sam2_model(SAM2_CONFIGS["tiny"], image_size).state_dict()
+    torch.save({"model": state, "meta": {"task": "segmentation", "model": "tiny", "image_size": image_size}}, path)
+    return path

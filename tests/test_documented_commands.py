@@ -22,7 +22,7 @@ from src.config import PROJECT_ROOT
 
 DOCUMENTS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
-PLAIN_VALUES = {"predict": ("points", "box")}  # as src/predict.py declares them
+PLAIN_VALUES = {"predict": ("points", "box"), "inpaint": ("points", "box")}  # as src/predict.py, src/inpaint.py say
 
 
 def documented_commands() -> list[tuple[str, str]]:

@@ -6,14 +6,14 @@ import logging
 
 import pytest
 import torch
-import torchvision
 
 from src.tasks.inpainting.hard_examples import HardExamples
 from src.tasks.inpainting.losses import InpaintLoss, hole_l1, lpips_network
+from src.tasks.inpainting.metrics import InpaintMeter, hole_lpips_network
 from src.tasks.inpainting.model import LightInpaintGenerator, generator_from_meta
 from src.tasks.inpainting.task import InpaintingTask
 from tests.helpers import from_conf
-from tests.inpaint_helpers import INPAINT_RUN, logged_metric, output, prepared_samples
+from tests.inpaint_helpers import INPAINT_RUN, alexnet_weights, logged_metric, output, prepared_samples
 
 
 def small_generator() -> LightInpaintGenerator:
@@ -71,9 +71,8 @@ def test_lpips_is_off_loudly_without_weights(caplog):
 
 
 def test_l1_plus_weighted_lpips_with_local_alexnet_weights(tmp_path):
+    weights = alexnet_weights(tmp_path / "alexnet.pth")
     torch.manual_seed(0)
-    weights = tmp_path / "alexnet.pth"
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
     loss = from_conf(InpaintLoss, "inpaint_loss/l1_lpips", lpips_weights=str(weights))
     target, mask = torch.rand(2, 3, 64, 64), torch.ones(2, 1, 64, 64)
     output = (target + 0.2 * torch.randn_like(target)).clamp(0, 1)
@@ -82,6 +81,25 @@ def test_l1_plus_weighted_lpips_with_local_alexnet_weights(tmp_path):
     assert float(terms["lpips"]) == pytest.approx(float(lpips)) and float(lpips) > 0
     assert float(terms["loss"]) == pytest.approx(float(hole_l1(output, target, mask)) + 0.4 * float(lpips))
     assert float(loss(target, target, mask)["lpips"]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hole_lpips_grows_with_the_error_in_the_hole_and_is_skipped_without_weights(tmp_path, caplog):
+    network = hole_lpips_network(str(alexnet_weights(tmp_path / "alexnet.pth")), "lpips_weights")
+    torch.manual_seed(0)
+    target, mask = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    mask[..., 16:40, 16:40] = 1
+    values = []
+    for noise in (0.0, 0.1, 0.3):
+        meter = InpaintMeter(network)
+        meter.add((target + noise * torch.randn_like(target) * mask).clamp(0, 1), target, mask)
+        values.append(meter.compute()["hole_lpips"])
+    assert values[0] == pytest.approx(0.0, abs=1e-6) and values[0] < values[1] < values[2]
+    with caplog.at_level(logging.WARNING):
+        assert hole_lpips_network(None, "inpaint_loss.lpips_weights") is None
+    assert "hole_lpips is skipped: inpaint_loss.lpips_weights is not set" in caplog.text
+    meter = InpaintMeter()
+    meter.add(target, target, mask)
+    assert "hole_lpips" not in meter.compute()
 
 
 def test_hard_example_weight_rises_for_a_sample_kept_at_high_loss():
@@ -110,5 +128,6 @@ def test_short_training_raises_hole_psnr_above_the_untrained_model(tmp_path, tra
     psnr = logged_metric(result, "hole_psnr")
     assert len(psnr) >= 2 and max(psnr[1:]) > psnr[0] + 1.0, psnr
     assert "LPIPS IS OFF" in output(result)
+    assert output(result).count("hole_lpips is skipped") == 1 and "val/hole_lpips" not in output(result)
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     assert list((tmp_path / "run" / "samples").glob("step_*.png"))

@@ -25,19 +25,22 @@ def hole_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return error.sum() / (mask.sum() * output.shape[1]).clamp_min(1)
 
 
-def lpips_network(weights: str) -> nn.Module:
-    """torchmetrics' LPIPS with its packaged linear heads and the AlexNet features from `weights`."""
+def lpips_network(weights: str, key: str = "inpaint_loss.lpips_weights", spatial: bool = False) -> nn.Module:
+    """torchmetrics' LPIPS with its packaged linear heads and the AlexNet features from `weights` (the `key` set).
+
+    `spatial=True`: a distance per pixel (B, 1, H, W) instead of per image, so it can be averaged over a hole."""
     import torchvision
     from torchmetrics.functional.image.lpips import _NoTrainLpips
 
     path = Path(weights).expanduser()
-    network = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)  # backbone filled in below, not downloaded
+    # the backbone is filled in below, not downloaded
+    network = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True, spatial=spatial)
     alexnet = torchvision.models.alexnet(weights=None)
     state = read_checkpoint(path)
     try:
         alexnet.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"loss.lpips_weights={path}: not a torchvision AlexNet state dict ({err})") from err
+        raise CheckpointError(f"{key}={path}: not a torchvision AlexNet state dict ({err})") from err
     for part in (network.net.slice1, network.net.slice2, network.net.slice3, network.net.slice4, network.net.slice5):
         for name, module in part.named_children():
             module.load_state_dict(alexnet.features[int(name)].state_dict())

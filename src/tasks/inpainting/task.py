@@ -2,15 +2,17 @@
 
 Implements the task protocol, so the trainer, MLflow logging, checkpoints, resume, sweeps and
 launchers work as they do for the other tasks. Training cuts `task.tile` px tiles from the
-prepared samples; validation logs PSNR and SSIM over the hole and over the whole image and a
-picture grid (input with its hole | output | truth). With `discriminator=patch` it trains as a GAN:
-two parts, the generator and a patch discriminator, each with its own optimizer; every batch steps
-the discriminator first, then the generator against the updated discriminator.
+prepared samples; validation logs PSNR and SSIM over the hole and over the whole image, LPIPS
+over the hole when `inpaint_loss.lpips_weights` is set, and a picture grid (input with its hole |
+output | truth). With `discriminator=patch` it trains as a GAN: two parts, the generator and a patch
+discriminator, each with its own optimizer; every batch steps the discriminator first, then the
+generator against the updated discriminator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +31,7 @@ from src.tasks.inpainting import adversarial as gan
 from src.tasks.inpainting.dataset import InpaintDataset, collate_inpaint
 from src.tasks.inpainting.drawing import comparison_row, comparison_rows
 from src.tasks.inpainting.hard_examples import HardExamples
-from src.tasks.inpainting.metrics import InpaintMeter
+from src.tasks.inpainting.metrics import InpaintMeter, hole_lpips_network
 from src.tasks.inpainting.model import LightInpaintGenerator, build_generator
 from src.utils.checkpoint_io import read_checkpoint
 from src.utils.pictures import grid
@@ -181,8 +183,14 @@ class InpaintingTask:
         self, module: nn.Module, loader: Any, device: torch.device,
         autocast: Callable[[], contextlib.AbstractContextManager],
     ) -> Evaluation:  # fmt: skip
-        """PSNR/SSIM over the hole and the whole image, the L1 loss, and a picture grid."""
-        return evaluate_generator(self.generator, loader, device, autocast, int(self.tcfg.validation.num_sample_images))
+        """PSNR/SSIM over the hole and the whole image, LPIPS over the hole, and a picture grid."""
+        pictures = int(self.tcfg.validation.num_sample_images)
+        return evaluate_generator(self.generator, loader, device, autocast, pictures, self.hole_lpips)
+
+    @functools.cached_property
+    def hole_lpips(self) -> nn.Module | None:
+        """val/hole_lpips's network from the loss's weights file, loaded (or said to be missing) once."""
+        return hole_lpips_network(self.cfg.inpaint_loss.get("lpips_weights"), "inpaint_loss.lpips_weights")
 
     def picture(
         self, module: nn.Module, loader: Any, device: torch.device,
@@ -204,9 +212,10 @@ class InpaintingTask:
 
 def evaluate_generator(
     generator: nn.Module, loader: Any, device: torch.device,
-    autocast: Callable[[], contextlib.AbstractContextManager], num_pictures: int,
+    autocast: Callable[[], contextlib.AbstractContextManager], num_pictures: int, lpips: nn.Module | None = None,
 ) -> Evaluation:  # fmt: skip
-    meter = InpaintMeter()
+    """The meter's metrics of `generator` on `loader` (with `lpips`: hole_lpips too) and up to `num_pictures` rows."""
+    meter = InpaintMeter(lpips)
     rows: list[list[np.ndarray]] = []
     for batch in loader:
         batch = to_device(batch, device)

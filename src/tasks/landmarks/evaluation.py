@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -27,8 +27,7 @@ from src.tasks.landmarks.model import LandmarkModel
 from src.tasks.landmarks.nme import NmeMeter
 from src.tasks.landmarks.predictor import LandmarkPredictor
 from src.tracking.checkpoints import Weights
-from src.tracking.runs import flatten
-from src.tracking.tags import run_name, run_tags
+from src.tracking.evaluations import log_evaluation_run
 from src.utils.atomic import atomic_path, write_text_atomic
 from src.utils.device import resolve_device
 from src.utils.pictures import grid, save_png
@@ -138,31 +137,13 @@ def evaluate_landmarks(cfg: DictConfig, weights: Weights) -> dict[str, float]:
         save_png(grid(rows[i : i + 4]), run_dir / "visualizations" / f"samples_{i // 4:03d}.png")
         for i in range(0, len(rows), 4)
     ]
-    _log_to_mlflow(cfg, metrics, files, pictures)
+    log_evaluation_run(
+        cfg,
+        "evaluate landmarks",
+        {"task": "landmarks", "checkpoint": str(cfg.checkpoint)},
+        {(f"test/{k}", 0): v for k, v in metrics.items() if np.isfinite(v)},
+        [(path, None) for path in files] + [(path, "visualizations") for path in pictures],
+        weights.training_run_id,
+    )
     log.info("report in %s", run_dir)
     return metrics
-
-
-def _log_to_mlflow(cfg: DictConfig, metrics: dict[str, float], files: list[Path], pictures: list[Path]) -> None:
-    tracker = instantiate(cfg.logger)
-    tags = run_tags(
-        "src.evaluate",
-        cfg,
-        job="evaluate",
-        task="landmarks",
-        dataset=cfg.dataset.name,
-        split=cfg.split,
-        checkpoint=str(cfg.checkpoint),
-    )
-    tracker.start(run_name(cfg, "evaluate landmarks", cfg.dataset.name), tags)
-    status = "FAILED"
-    try:
-        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        tracker.log_metrics({f"test/{k}": v for k, v in metrics.items() if np.isfinite(v)}, 0)
-        for path in files:
-            tracker.log_artifact(path)
-        for path in pictures:
-            tracker.log_artifact(path, "visualizations")
-        status = "FINISHED"
-    finally:
-        tracker.finish(status)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.errors import ConfigError
 from src.tasks.segmentation.dataset import SegmentationDataset
@@ -17,14 +17,13 @@ from src.tasks.segmentation.report import (
     ORIGINAL,
     Summary,
     comparison_table,
-    log_evaluation,
+    mlflow_metrics,
     summarize,
     summary_table,
     write_report,
 )
 from src.tracking.checkpoints import Weights
-from src.tracking.runs import flatten
-from src.tracking.tags import run_name, run_tags
+from src.tracking.evaluations import log_evaluation_run
 from src.utils.device import resolve_device, resolve_precision
 from src.utils.seeding import seed_everything
 
@@ -85,24 +84,7 @@ def evaluate_segmentation(cfg: DictConfig, tuned: Weights | None) -> Summary:
         tables = comparison_table(summary, protocols.modes, thresholds) + "\n\n" + tables
     print(f"\n{tables}\n")
     files = write_report(result, summary, tables, thresholds, Path(cfg.paths.run_dir))
-    tags = run_tags(
-        "src.evaluate",
-        cfg,
-        job="evaluate",
-        task="segmentation",
-        model=cfg.model.name,
-        dataset=cfg.dataset.name,
-        split=cfg.split,
-        checkpoint=reference.source,
-    )
-    run_id = log_evaluation(
-        instantiate(cfg.logger),
-        run_name(cfg, "evaluate", cfg.dataset.name),
-        tags,
-        flatten(OmegaConf.to_container(cfg, resolve=True)),
-        summary,
-        files,
-        reference.training_run_id,
-    )
+    tags = {"task": "segmentation", "model": cfg.model.name, "checkpoint": reference.source}
+    run_id = log_evaluation_run(cfg, "evaluate", tags, mlflow_metrics(summary), files, reference.training_run_id)
     log.info("report in %s and MLflow run %s", cfg.paths.run_dir, run_id)
     return summary

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from src.data.user_input import parse_box, read_user_image
+from src.data.user_input import read_user_image
 from src.tasks.segmentation.drawing import draw_prompts, overlay_with_prompts
 from src.tasks.segmentation.predictor import load_predictor
-from src.tasks.segmentation.user_prompts import check_inside, parse_points, user_prompts
+from src.tasks.segmentation.user_prompts import typed_prompts
 from src.tracking.checkpoints import Weights
 from src.utils.pictures import caption, grid, resize_longest, save_mask_png, save_png
 
@@ -23,10 +23,8 @@ def predict_segmentation(cfg: DictConfig, weights: Weights) -> dict[str, Path]:
     """The masks of one image from `points=`/`box=`: every candidate with its predicted IoU in
     `<name>_result.png`, the chosen one in `<name>_mask.png` (255 on the object)."""
     path, image = read_user_image(cfg.image)
-    points, box = parse_points(cfg.points), parse_box(cfg.box)
     height, width = image.shape[:2]
-    check_inside(points, box, width, height, path.name)
-    prompts = user_prompts(points, box)
+    prompts = typed_prompts(cfg.points, cfg.box, width, height, path.name)
     predictor, _ = load_predictor(cfg, weights)
     prediction = predictor.predict(predictor.encode(image), prompts, multimask=cfg.multimask)
 

@@ -7,11 +7,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlflow.exceptions import MlflowException
-
 from src.tasks.segmentation.evaluator import EvaluationResult, ObjectRecord
 from src.tasks.segmentation.protocols import CLICKS
-from src.tracking.runs import MlflowTracker
 from src.utils.atomic import atomic_path, write_text_atomic
 from src.utils.pictures import plot_curves, save_png
 
@@ -160,43 +157,3 @@ def write_report(
     if picture is not None:
         files.append((save_png(picture, folder / "clicks.png"), None))
     return files
-
-
-def log_evaluation(
-    tracker: MlflowTracker,
-    run_name: str,
-    tags: dict[str, str],
-    params: dict[str, str],
-    summary: Summary,
-    files: Sequence[tuple[Path, str | None]],
-    training_run_id: str | None,
-) -> str:
-    """The evaluation as its own MLflow run, tagged with the training run that made the weights.
-
-    When that run is in the same experiment the evaluation is also nested under it in the UI.
-    """
-    tags = dict(tags)
-    if training_run_id:
-        tags["training_run_id"] = training_run_id
-        try:
-            training = tracker.client.get_run(training_run_id)
-        except MlflowException:  # logged to another store: the tag alone links them
-            training = None
-        experiment = tracker.client.get_experiment_by_name(tracker.experiment_name)
-        if training and experiment and training.info.experiment_id == experiment.experiment_id:
-            tags["mlflow.parentRunId"] = training_run_id
-    run_id = tracker.start(run_name, tags)
-    status = "FAILED"
-    try:
-        tracker.log_params(params)
-        by_step: dict[int, dict[str, float]] = defaultdict(dict)
-        for (name, step), value in mlflow_metrics(summary).items():
-            by_step[step][name] = value
-        for step, metrics in sorted(by_step.items()):
-            tracker.log_metrics(metrics, step)
-        for path, folder in files:
-            tracker.log_artifact(path, folder)
-        status = "FINISHED"
-    finally:
-        tracker.finish(status)
-    return run_id

@@ -63,6 +63,13 @@ def check_inside(points: list[Point], box: Box | None, width: int, height: int, 
             )
 
 
+def typed_prompts(points: Any, box: Any, width: int, height: int, image_name: str) -> Prompts:
+    """`points=`/`box=` as people type them, checked to lie on the image: one object's prompt."""
+    parsed_points, parsed_box = parse_points(points), parse_box(box)
+    check_inside(parsed_points, parsed_box, width, height, image_name)
+    return user_prompts(parsed_points, parsed_box)
+
+
 def user_prompts(points: list[Point], box: Box | None) -> Prompts:
     """One object's prompt: the box corners first, then the clicks, as SAM2's predictor combines them."""
     if not points and box is None:
