@@ -24,5 +24,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# test files run on TEST_WORKERS processes, a file's tests together (module fixtures such as the
+# SLURM cluster start once); most of a test is single-threaded start-up, so 2 workers use 2 cores
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)

@@ -99,3 +99,13 @@ def fine_tuned_run(tmp_path_factory) -> dict:
         "tracking_uri": tracking_uri,
         "data_dir": tmp / "data",
     }
+
+
+# the files that take longest start first, so that parallel workers (make test: pytest -n 2 --dist
+# loadfile) finish together instead of one running a long file alone at the end
+LONGEST_FILES = ("test_reliability.py", "test_sweeps.py", "test_slurm.py", "test_learning.py", "test_evaluate.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))
