@@ -105,8 +105,6 @@ class SegmentationTask:
         self.first_use: FirstUse | None = None  # set by `prepare` when the cache is on
         if self.model.adapter is not None:
             log.info("adapter=%s: embedding cache off (the adapted encoder changes every step)", cfg.adapter.name)
-        data = cfg.get("data", {})
-        self.num_workers = int(data.get("num_workers", 0))
         self.loss = instantiate(cfg.loss)
         self.sampler = PromptSampler(**cfg.prompts)
         self.module = PromptableSegmenter(self.model, self.loss, self.sampler)
