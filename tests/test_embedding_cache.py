@@ -64,6 +64,7 @@ def test_a_corrupt_cache_file_is_named_and_encoded_again(model, tmp_path, caplog
     broken.write_bytes(b"not a numpy file")
     with pytest.raises(DataError, match=rf"{broken.name}: corrupt cached features"):
         cache.read(views[0])
+    assert cache.lookup(views[0]) is None and cache.lookup(views[1]) is not None  # a loader: encoded on use
     assert cache.fill(list(views), 2, encoder(model), batch_size=2) == 1  # the corrupt one alone
     assert str(broken) in caplog.text and "encoding that view again" in caplog.text
     for again, before in zip(cache.read(views[0]), whole, strict=True):  # encoded alone: fp16 rounding apart
