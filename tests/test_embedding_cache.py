@@ -4,6 +4,7 @@ and the same training run with and without it."""
 from __future__ import annotations
 
 import multiprocessing
+import re
 
 import numpy as np
 import pytest
@@ -63,6 +64,7 @@ def test_a_corrupt_cache_file_is_named_and_encoded_again(model, tmp_path, caplog
     broken.write_bytes(b"not a numpy file")
     with pytest.raises(DataError, match=rf"{broken.name}: corrupt cached features"):
         cache.read(views[0])
+    assert cache.lookup(views[0]) is None and cache.lookup(views[1]) is not None  # a loader: encoded on use
     assert cache.fill(list(views), 2, encoder(model), batch_size=2) == 1  # the corrupt one alone
     assert str(broken) in caplog.text and "encoding that view again" in caplog.text
     for again, before in zip(cache.read(views[0]), whole, strict=True):  # encoded alone: fp16 rounding apart
@@ -179,6 +181,30 @@ def test_training_with_and_without_the_cache_follows_the_same_loss_curve(tmp_pat
         cached[mode] = list((tmp / "cache" / "embeddings").glob("*/*.npy"))
     assert len(curves["true"]) == 4 and len(cached["true"]) == 8 + 4 and not cached["false"]
     np.testing.assert_allclose(curves["true"], curves["false"], rtol=2e-3)
+
+
+def test_a_cold_cache_trains_as_a_warm_one_encoding_only_the_views_drawn(tmp_path):
+    """Training views are encoded on first use: a cold run encodes what it draws (not every view), and a warm
+    run on the cache it left encodes nothing and follows the same loss curve, augmentation on."""
+    from tests.helpers import FAST_RUN, isolated_paths, run_module
+
+    common = ["data.cache_embeddings=true", "data.cache_views=2", "trainer.max_steps=3", "trainer.eval_at_start=false"]
+    cache = tmp_path / "shared_cache"
+    curves, logs = {}, {}
+    for name in ("cold", "warm"):
+        tmp = tmp_path / name
+        result = run_module("src.train", [*FAST_RUN, *isolated_paths(tmp), *common, f"data.cache_dir={cache}"])
+        logs[name] = result.stdout + result.stderr
+        assert result.returncode == 0, logs[name][-3000:]
+        curves[name] = loss_curve(tmp)
+        if name == "cold":
+            cached = len(list(cache.glob("*/*.npy")))
+    assert "4 of 4 val views encoded now" in logs["cold"] and "0 of 4 val views encoded now" in logs["warm"]
+    drawn = int(re.findall(r"(\d+) of 16 training views encoded on first use", logs["cold"])[-1])
+    assert 0 < drawn <= 6 and cached == 4 + drawn  # 3 steps of 2 images: at most 6 of the 8 x 2 views
+    assert re.findall(r"(\d+) of 16 training views encoded on first use", logs["warm"])[-1] == "0"
+    assert len(curves["cold"]) == 3
+    np.testing.assert_allclose(curves["warm"], curves["cold"], rtol=1e-6)
 
 
 def test_a_batched_fill_writes_the_features_of_a_one_by_one_fill(model, tmp_path):

@@ -67,7 +67,7 @@ def fill_cache(cfg: DictConfig, device: torch.device, amp_dtype: torch.dtype | N
     task.module.to(device)
     task.datasets()
     started = time.perf_counter()
-    task.prepare(device, lambda: autocast(device, amp_dtype))
+    task.prepare(device, lambda: autocast(device, amp_dtype), fill_training_views=True)
     return time.perf_counter() - started
 
 

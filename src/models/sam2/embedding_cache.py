@@ -11,6 +11,9 @@ encoder's compute precision and every weight `Sam2Model.encode` uses), the file 
 view's pixels: a changed checkpoint, image or image size is a miss, never a stale hit. Files are
 written under a temporary name and renamed, so jobs of a sweep that share the cache never see half
 a file, whoever writes first.
+
+Training views are encoded on first use (`FirstUse`), not all before the first step: a run on new
+data starts training at once and pays only for the views it draws.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from tqdm import tqdm
 
 from src.errors import ConfigError, DataError
 from src.models.sam2.model import ImageFeatures, Sam2Model
-from src.utils.atomic import atomic_path, write_text_atomic
+from src.utils.atomic import atomic_path, file_lock, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +116,28 @@ class EmbeddingCache:
             raise FileNotFoundError(f"{path}: no cached features for this view; the cache was not filled") from err
         except (OSError, ValueError, EOFError) as err:
             raise DataError(f"{path}: corrupt cached features ({err}); delete it, the next run encodes it") from err
+        if flat.shape != (sum(self.sizes),):
+            raise DataError(f"{path}: corrupt cached features ({flat.shape}); delete it, the next run encodes it")
         parts, start = [], 0
         for shape, size in zip(self.shapes, self.sizes, strict=True):
             parts.append(torch.from_numpy(np.array(flat[start : start + size]).reshape(shape)))
             start += size
         return parts
+
+    def lookup(self, pixels: torch.Tensor | np.ndarray) -> list[torch.Tensor] | None:
+        """`read`, or None for a view not cached yet or a corrupt file (named in a warning): encoded on use."""
+        try:
+            return self.read(pixels)
+        except FileNotFoundError:
+            return None
+        except DataError as err:
+            log.warning("%s", err)
+            return None
+
+    @property
+    def lock(self) -> Path:
+        """The file jobs sharing this cache lock while they encode: one encodes a view, the others then read it."""
+        return self.directory / ".fill.lock"
 
     def write(self, pixels: torch.Tensor | np.ndarray, features: list[torch.Tensor]) -> None:
         """Store one view's unbatched features; atomic, so concurrent writers of the same view are harmless."""
@@ -144,6 +165,7 @@ class EmbeddingCache:
         encode: Callable[[torch.Tensor], ImageFeatures],
         batch_size: int,
         desc: str = "caching embeddings",
+        progress: bool = True,
     ) -> int:
         """Encode and store every view (uint8, (3, S, S)) not cached yet; return how many were encoded."""
         pending: dict[str, torch.Tensor] = {}  # by file: a view seen twice is encoded once
@@ -157,7 +179,7 @@ class EmbeddingCache:
             encoded += len(pending)
             pending.clear()
 
-        with tqdm(views, total=total, desc=desc, dynamic_ncols=True, mininterval=1.0) as bar:
+        with tqdm(views, total=total, desc=desc, dynamic_ncols=True, mininterval=1.0, disable=not progress) as bar:
             for pixels in bar:
                 path = self.path(pixels)
                 if not path.exists() or not self._whole(path):
@@ -168,6 +190,35 @@ class EmbeddingCache:
             if pending:
                 flush()
         return encoded
+
+
+class FirstUse:
+    """Training views encoded when a batch first draws them, in the training process.
+
+    The loader reads the views already cached; the batch's others are encoded in one no-grad call
+    (under the cache's lock, so that sweep jobs drawing the same views encode each once), written
+    atomically and read back like the hits: a step computes the same on a cold cache as on a warm one.
+    """
+
+    def __init__(self, cache: EmbeddingCache, encode: Callable[[torch.Tensor], ImageFeatures], batch_size: int):
+        self.cache, self.encode, self.batch_size = cache, encode, batch_size
+        self.encoded, self.seconds = 0, 0.0  # what first use has cost so far
+
+    def complete(self, parts: list[list[torch.Tensor] | None], pixels: torch.Tensor) -> list[list[torch.Tensor]]:
+        """`parts` (one per image, None where the loader found no cached features) with every None filled;
+        `pixels` (B, 3, S, S) uint8: the batch's views."""
+        missing = [row for row, part in enumerate(parts) if part is None]
+        if not missing:
+            return parts  # type: ignore[return-value]
+        started = time.perf_counter()
+        views = [pixels[row].cpu() for row in missing]
+        with file_lock(self.cache.lock):
+            self.encoded += self.cache.fill(views, len(views), self.encode, self.batch_size, progress=False)
+        self.seconds += time.perf_counter() - started
+        filled = list(parts)
+        for row, view in zip(missing, views, strict=True):
+            filled[row] = self.cache.read(view)
+        return filled  # type: ignore[return-value]
 
 
 def stack_features(parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:

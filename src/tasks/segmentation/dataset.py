@@ -4,10 +4,11 @@ Each item holds the image (uint8, normalised later on the device), one boolean m
 the seed of its training-prompt stream and, for validation, fixed prompts and the masks at the
 original resolution, where metrics are computed.
 
-With an embedding cache (`features`), an item also holds the image's cached encoder features.
-Augmentation then cannot be drawn afresh per step, so each image has `cache_views` fixed views: view
-0 is the image itself, views 1.. are augmented once with seeded draws, and each training sample
-picks one of them.
+With an embedding cache (`features`), an item also holds the image's cached encoder features (None
+for a view not cached yet: the training process encodes it on first use). Augmentation then cannot
+be drawn afresh per step, so each image has `cache_views` fixed views: view 0 is the image itself,
+views 1.. are augmented once with seeded draws, and each training sample picks one of them by a
+seeded draw of its own, whatever the cache holds: a cold and a warm cache train alike.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from src.data.augment import JointAugment
 from src.data.layout import find_pairs
 from src.data.mask_io import read_image, read_instance_mask
 from src.errors import DataError
-from src.models.sam2.embedding_cache import EmbeddingCache, stack_features
+from src.models.sam2.embedding_cache import EmbeddingCache
 from src.utils.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class SegmentationDataset(Dataset):
         if cache_views < 1:
             raise DataError(f"data.cache_views={cache_views}: expected at least 1 (view 0 is the image itself)")
         self.cache_views = cache_views
-        self.features: EmbeddingCache | None = None  # set once the cache is filled (`SegmentationTask.prepare`)
+        self.features: EmbeddingCache | None = None  # set by `SegmentationTask.prepare`
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -154,7 +155,7 @@ class SegmentationDataset(Dataset):
             "prompt_seeds": [derive_seed(seed, int(obj)) for obj in objects],
         }
         if self.features is not None:
-            item["features"] = self.features.read(item["image"])
+            item["features"] = self.features.lookup(item["image"])
         return item
 
     def _select_objects(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -182,6 +183,6 @@ def collate_segmentation(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([item["index"] for item in items]),
         "prompt_seeds": [seed for item in items for seed in item["prompt_seeds"]],
     }
-    if "features" in items[0]:
-        batch["features"] = stack_features([item["features"] for item in items])
+    if "features" in items[0]:  # per image: stacked by the task once the views not cached yet are encoded
+        batch["features"] = [item["features"] for item in items]
     return batch

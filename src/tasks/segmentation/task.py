@@ -14,12 +14,12 @@ import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from src.engine.task import Evaluation, StepOutput
 from src.models.sam2.adapters import lora_config
 from src.models.sam2.build import build_sam2_model, checked_sam2_state
-from src.models.sam2.embedding_cache import EmbeddingCache, as_image_features, cache_enabled
+from src.models.sam2.embedding_cache import EmbeddingCache, FirstUse, as_image_features, cache_enabled, stack_features
 from src.models.sam2.model import ImageFeatures, Sam2Model
 from src.models.sam2.weights import resolve_checkpoint
 from src.tasks.segmentation.dataset import SegmentationDataset, collate_segmentation
@@ -87,19 +87,6 @@ class PromptableSegmenter(nn.Module):
         return totals, masks.shape[0] * rounds
 
 
-class _Views(Dataset):
-    """The pixels of every (image, view) a split's embedding cache holds, loaded by workers."""
-
-    def __init__(self, split: SegmentationDataset):
-        self.split, self.keys = split, split.cache_keys
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.split.cached_view_pixels(self.keys[i])
-
-
 class SegmentationTask:
     """SAM2 fine-tuning on a dataset in the shared mask layout; validated by mIoU and Dice."""
 
@@ -115,10 +102,9 @@ class SegmentationTask:
             model_name=cfg.model.name,
         )
         self.use_cache = self.caches_embeddings(cfg)
+        self.first_use: FirstUse | None = None  # set by `prepare` when the cache is on
         if self.model.adapter is not None:
             log.info("adapter=%s: embedding cache off (the adapted encoder changes every step)", cfg.adapter.name)
-        data = cfg.get("data", {})
-        self.num_workers = int(data.get("num_workers", 0))
         self.loss = instantiate(cfg.loss)
         self.sampler = PromptSampler(**cfg.prompts)
         self.module = PromptableSegmenter(self.model, self.loss, self.sampler)
@@ -198,8 +184,14 @@ class SegmentationTask:
         self.splits = (train, val)
         return train, val
 
-    def prepare(self, device: torch.device, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
-        """With a frozen encoder, encode every view not cached yet; from then on items carry their features.
+    def prepare(
+        self,
+        device: torch.device,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+        fill_training_views: bool = False,
+    ) -> None:
+        """With a frozen encoder, encode the validation views not cached yet; training views are encoded on
+        first use (`FirstUse`), or here too with `fill_training_views` (as an earlier run would have).
 
         Runs once the starting weights are loaded, since the cache is keyed by them.
         """
@@ -217,36 +209,60 @@ class SegmentationTask:
                 return self.model.encode(images.to(device))
 
         batch_size = int(self.cfg.data.cache_fill_batch_size)
+        train, val = self.splits
         # jobs of a sweep starting together: one fills, the others wait and then find the views cached
-        with file_lock(cache.directory / ".fill.lock"):
-            for split in self.splits:
-                split.features = None
-                workers = min(self.num_workers, len(split.cache_keys))
-                views = DataLoader(_Views(split), batch_size=None, num_workers=workers)
-                total = len(split.cache_keys)
-                name = split.split
+        with file_lock(cache.lock):
+            for split in (val, train) if fill_training_views else (val,):
+                keys = split.cache_keys
+                views = (split.cached_view_pixels(key) for key in keys)
                 started = time.perf_counter()
-                encoded = cache.fill(views, total, encode, batch_size, f"caching {name} embeddings")
+                encoded = cache.fill(views, len(keys), encode, batch_size, f"caching {split.split} embeddings")
                 seconds = time.perf_counter() - started
                 log.info(
                     "embedding cache %s: %d of %d %s views encoded now, in %.1f s (%.2f images/s, up to %d per "
                     "encoder call)",
                     cache.directory,
                     encoded,
-                    total,
-                    name,
+                    len(keys),
+                    split.split,
                     seconds,
                     encoded / max(seconds, 1e-9),
                     batch_size,
                 )
-                split.features = cache
+        if not fill_training_views:
+            log.info(
+                "embedding cache: the %d %s views (%d images x data.cache_views=%d) are encoded on first use, "
+                "at most %d per encoder call",
+                len(train.cache_keys),
+                train.split,
+                len(train),
+                train.cache_views,
+                batch_size,
+            )
+        train.features = val.features = cache
+        self.first_use = FirstUse(cache, encode, batch_size)
+
+    def _log_first_use(self) -> None:
+        """What encoding training views on first use has cost so far (at each validation)."""
+        first_use = self.first_use
+        if first_use is not None:
+            log.info(
+                "embedding cache: %d of %d training views encoded on first use so far, in %.1f s (%.2f images/s)",
+                first_use.encoded,
+                len(self.splits[0].cache_keys),
+                first_use.seconds,
+                first_use.encoded / max(first_use.seconds, 1e-9),
+            )
 
     # steps -----------------------------------------------------------------
     def training_step(self, module: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput | None:
         if batch["masks"].shape[0] == 0:
             return None
         masks = batch["masks"]
-        features = as_image_features(batch["features"]) if "features" in batch else None
+        features = None
+        if self.first_use is not None:  # the views the loader found no cached features for are encoded now
+            parts = self.first_use.complete(batch["features"], batch["images"])
+            features = as_image_features([level.to(masks.device) for level in stack_features(parts)])
         losses, prompts = module(
             batch["images"], masks, batch["image_index"], batch["prompt_seeds"], generator, features=features
         )
@@ -266,6 +282,7 @@ class SegmentationTask:
         The split's images are shared out over data-parallel processes and the sums combined; with the
         embedding cache on, the encoder's features come from it.
         """
+        self._log_first_use()
         val = self.splits[1]
         evaluation = self.cfg.evaluation
         protocols = instantiate(evaluation.prompts, modes=[self.tcfg.validation.prompt])
