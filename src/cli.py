@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -12,10 +13,11 @@ import hydra
 from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.config import PROJECT_ROOT, group_choices
-from src.errors import SamtuneError
+from src.errors import SamtuneError, TrainingInterrupted
 from src.utils.device import set_cpu_threads
 
 CONFIG_DIR = str(PROJECT_ROOT / "conf")
@@ -98,6 +100,38 @@ def user_message(err: SamtuneError) -> str:
     return last.removeprefix(prefix).removeprefix(f"{type(err).__name__}: ")
 
 
+def runs_in_launcher_process() -> bool:
+    """Whether this is a sweep's job in a process that submitit started for it (which sets SUBMITIT_FOLDER)."""
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return in_sweep and "SUBMITIT_FOLDER" in os.environ
+
+
+def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """`task` with its `cpu_threads` applied and a `SamtuneError` logged as one line.
+
+    The command then exits with status 1, without a stack trace; so does a sweep (`-m`) run in this
+    process, at its first failed job. A job that submitit runs (launcher=slurm|local) raises the error
+    again after its line instead, so that the launcher records the job as failed with the reason (and
+    the sweep's run says why) while the sweep's other jobs go on: a job that exited would leave
+    submitit waiting for a result that never comes. An interruption (`TrainingInterrupted`: a job
+    preempted or at its time limit, checkpointed to be requeued) still exits: it is no result.
+    """
+
+    @functools.wraps(task)
+    def guarded(cfg: DictConfig) -> Any:
+        try:
+            if "cpu_threads" in cfg:  # inference entries; training reads trainer.cpu_threads
+                set_cpu_threads(cfg.cpu_threads, "cpu_threads")
+            return task(cfg)
+        except SamtuneError as err:
+            logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, user_message(err))
+            if runs_in_launcher_process() and not isinstance(err, TrainingInterrupted):
+                raise
+            sys.exit(1)
+
+    return guarded
+
+
 def hydra_entry(
     config_name: str, plain_values: tuple[str, ...] = ()
 ) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -106,23 +140,12 @@ def hydra_entry(
 
     `import sam2` initialises Hydra's global state with sam2's own configs, after which
     `@hydra.main` refuses to start; SAM2 is built here without global Hydra (src.models.sam2.build),
-    so that state is cleared first. An entry's `cpu_threads` is applied before it runs. A
-    `SamtuneError` (bad config, data or checkpoint) is printed as one line and exits with status 1,
-    without a stack trace.
+    so that state is cleared first. The task runs under `one_line_errors`: a `SamtuneError` (bad
+    config, data or checkpoint) is one line, without a stack trace.
     """
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-        @functools.wraps(task)
-        def guarded(cfg: DictConfig) -> Any:
-            try:
-                if "cpu_threads" in cfg:  # inference entries; training reads trainer.cpu_threads
-                    set_cpu_threads(cfg.cpu_threads, "cpu_threads")
-                return task(cfg)
-            except SamtuneError as err:
-                logging.getLogger(task.__module__).error("%s: %s", type(err).__name__, user_message(err))
-                sys.exit(1)
-
-        app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(guarded)
+        app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(one_line_errors(task))
 
         @functools.wraps(task)
         def entry() -> Any:

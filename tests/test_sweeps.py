@@ -27,9 +27,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from hydra_plugins.samtune_launcher.nodes import Node, check_request, gpu_count
-from src.cli import CONFIG_DIR
+from src.cli import CONFIG_DIR, one_line_errors
 from src.data import synthetic
-from src.errors import ConfigError
+from src.errors import ConfigError, DataError
 from src.tracking.sweeps import PARENT_TAG, SWEEP_FILE, MlflowSweepCallback, check_direction
 from tests.helpers import FAST_RUN, free_port, isolated_paths, run_module
 
@@ -199,24 +199,29 @@ def test_launcher_presets_wrap_submitit_with_every_cluster_setting_in_config(com
 
 
 def failing_job(cfg) -> None:
-    raise ValueError("a job's own error")
+    raise DataError("a job's own error: data/x.png is unreadable")
 
 
 def test_a_job_that_fails_ends_the_sweep_run_failed_with_the_reason(compose_cfg, tmp_path):
-    """launcher=local: a real submitit job that raises; the sweep's parent run does not stay RUNNING."""
-    overrides = [*isolated_paths(tmp_path)[:3], f"hydra.sweep.dir={tmp_path / 'sweep'}", "launcher=local"]
+    """launcher=local: a real submitit job that raises; the sweep's parent run does not stay RUNNING.
+
+    The job is guarded as every entry is: in a sweep its one-line error is raised, not an exit, so
+    submitit gets the job's result (a job that exited would leave it waiting)."""
+    sweep = [f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.mode=MULTIRUN", "launcher=local"]
+    overrides = [*isolated_paths(tmp_path)[:3], *sweep]
     config = compose_cfg(overrides, hydra_config=True)
     MlflowSweepCallback().on_multirun_start(config)  # the parent run, as `-m` opens it
     launcher = Plugins.instance().instantiate_launcher(
         hydra_context=HydraContext(ConfigLoaderImpl(create_config_search_path(CONFIG_DIR)), Callbacks()),
-        task_function=failing_job,
+        task_function=one_line_errors(failing_job),
         config=config,
     )
     (job,) = launcher.launch([["optimizer.lr=0.1"]], initial_job_idx=0)
     assert job.status == JobStatus.FAILED  # Hydra's sweeper raises it next
     (parent,), _ = runs_of(MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"))
     assert parent.info.status == "FAILED"
-    assert parent.data.tags["sweep.failure"] == "1 of 1 jobs failed; job 0: ValueError: a job's own error"
+    reason = "1 of 1 jobs failed; job 0: DataError: a job's own error: data/x.png is unreadable"
+    assert parent.data.tags["sweep.failure"] == reason
     assert "killed_hard" not in parent.data.tags  # reopened by the process that opened it
 
 
