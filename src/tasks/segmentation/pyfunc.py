@@ -18,14 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from omegaconf import OmegaConf
 
 from src.data.user_input import read_user_image
-from src.errors import CheckpointError, PromptError
-from src.models.registry import SAM2_CONFIGS
-from src.models.sam2.build import SAM2_IMAGE_SIZE
-from src.tasks.segmentation.predictor import EncodedImage, Sam2Predictor, build_predictor
+from src.errors import PromptError
+from src.tasks.segmentation.object_masks import checkpoint_predictor
+from src.tasks.segmentation.predictor import EncodedImage, Sam2Predictor
 from src.tasks.segmentation.user_prompts import check_inside, parse_prompt, user_prompts
 from src.tracking.checkpoints import Weights
 from src.utils.checkpoint_io import read_checkpoint
@@ -40,15 +37,9 @@ class SegmentationPyfunc:
 
     def __init__(self, checkpoint: Path):
         weights = Weights(read_checkpoint(checkpoint), str(checkpoint))
-        key = weights.meta.get("model")
-        if weights.task != "segmentation" or key not in SAM2_CONFIGS:
-            raise CheckpointError(
-                f"{checkpoint}: meta.task={weights.task!r}, meta.model={key!r}; expected a segmentation "
-                f"checkpoint of one of {sorted(SAM2_CONFIGS)}"
-            )
-        model = OmegaConf.create({"name": key, "sam2_config": SAM2_CONFIGS[key], "trainable": ["sam_mask_decoder"]})
-        size = weights.image_size or SAM2_IMAGE_SIZE
-        self.predictor: Sam2Predictor = build_predictor(model, weights, size, torch.device("cpu"), None)
+        # a registered best.pt holds merged stock weights: no adapter base is looked up beside it
+        folder = str(checkpoint.parent)
+        self.predictor: Sam2Predictor = checkpoint_predictor(weights, "registered model", "cpu", "fp32", folder)
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         encoded: dict[str, EncodedImage] = {}  # rows prompting the same image file encode it once
