@@ -37,9 +37,9 @@ class SegmentationPyfunc:
 
     def __init__(self, checkpoint: Path):
         weights = Weights(read_checkpoint(checkpoint), str(checkpoint))
-        # a registered best.pt holds merged stock weights: no adapter base is looked up beside it
-        folder = str(checkpoint.parent)
-        self.predictor: Sam2Predictor = checkpoint_predictor(weights, "registered model", "cpu", "fp32", folder)
+        # the cache folder is the checkpoint's own: a registered best.pt holds merged stock weights, no adapter base
+        cache_dir = str(checkpoint.parent)
+        self.predictor: Sam2Predictor = checkpoint_predictor(weights, "registered model", "cpu", "fp32", cache_dir)
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         encoded: dict[str, EncodedImage] = {}  # rows prompting the same image file encode it once
